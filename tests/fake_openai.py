@@ -1,0 +1,346 @@
+"""A strict fake OpenAI-compatible backend on 127.0.0.1.
+
+It validates requests the way api.openai.com does (unknown parameters, roles, tool-call pairing, tool names,
+max_tokens against the model's limit, keys) and answers like it, JSON or SSE. A small scripted "model" decides
+the answer from the conversation, so real clients (the SDKs, Claude Code) can run tool loops through it:
+
+* ``TOOL_CALL:<name>:<json>`` in the last user text → a tool call (several markers → parallel calls)
+* ``THINK:`` in the last user text → ``reasoning_content`` before the answer
+* the last message is a tool result → a text answer quoting it
+* otherwise → ``Hello from <model>! You said: ...``
+
+Model names pick quirks and faults: ``*gemini*`` (tool calls without index), ``*ollama*`` (whole tool calls in one
+chunk, no usage), ``*small*`` (8192 output tokens max), ``cut-*`` (stream dies mid-answer), ``status-<N>-*``
+(answers HTTP N), ``html-*`` (an HTML 502 page), ``nodone-*`` (no [DONE]). Unknown models → 404.
+
+Run standalone: ``python tests/fake_openai.py --port 9000 [--key sk-...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+KNOWN_PARAMS = {
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
+    "stream_options", "stop", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
+    "user", "tools", "tool_choice", "parallel_tool_calls", "response_format", "seed", "reasoning_effort",
+    "functions", "function_call", "metadata", "store", "service_tier", "modalities", "audio", "prediction",
+    "safety_identifier", "prompt_cache_key", "verbosity", "web_search_options",
+}
+MODEL_OUTPUT_LIMIT = {"small": 8192}
+DEFAULT_LIMIT = 131072
+GEMINI_REJECTED = {"$schema", "additionalProperties", "propertyNames", "const", "exclusiveMinimum",
+                   "exclusiveMaximum", "$defs", "definitions", "$ref", "default", "examples", "title"}
+NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def openai_error(status: int, message: str, type_: str = "invalid_request_error", code: Any = None,
+                 param: Any = None, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": type_, "param": param, "code": code}},
+                             status=status, headers=headers)
+
+
+class Reject(Exception):
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: Any = None):
+        super().__init__(message)
+        self.status, self.param, self.code = status, param, code
+
+
+class FakeOpenAI:
+    def __init__(self, key: str | None = None, models: set[str] | None = None):
+        self.key = key
+        self.models = models  # None: any model not starting with "unknown" exists
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.port = 0
+        self.runner: web.AppRunner | None = None
+        self.disconnects = 0
+
+    # ---- validation ---------------------------------------------------------------------------
+    def validate(self, body: dict) -> None:
+        if not isinstance(body, dict):
+            raise Reject("We could not parse the JSON body of your request.")
+        for key in body:
+            if key not in KNOWN_PARAMS:
+                raise Reject(f"Unrecognized request argument supplied: {key}", key)
+        if "model" not in body:
+            raise Reject("you must provide a model parameter", "model")
+        if "stream_options" in body and not body.get("stream"):
+            raise Reject("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                         "stream_options")
+        msgs = body.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise Reject("[] is too short - 'messages'", "messages")
+        owed: list[str] = []
+        for i, m in enumerate(msgs):
+            role = m.get("role")
+            if role not in ("system", "developer", "user", "assistant", "tool"):
+                raise Reject(f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', "
+                             f"'tool', and 'function'.", f"messages[{i}].role")
+            if role == "tool":
+                if m.get("tool_call_id") not in owed:
+                    raise Reject("Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                                 "message with 'tool_calls'.", f"messages.[{i}].role")
+                owed.remove(m["tool_call_id"])
+                self._check_text_content(m.get("content"), i, text_only=True)
+                continue
+            if owed:
+                raise Reject("An assistant message with 'tool_calls' must be followed by tool messages responding "
+                             "to each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                             + ", ".join(owed), f"messages.[{i}].role")
+            if role == "assistant":
+                for call in m.get("tool_calls") or []:
+                    if call.get("type") != "function" or not isinstance(call.get("function", {}).get("arguments"),
+                                                                          str):
+                        raise Reject("Invalid tool_calls entry", f"messages.[{i}].tool_calls")
+                    json.loads(call["function"]["arguments"])
+                    owed.append(call["id"])
+                if m.get("content") is None and not m.get("tool_calls"):
+                    raise Reject(f"Invalid value for 'content': expected a string, got null.",
+                                 f"messages.[{i}].content")
+                if m.get("content") is not None:
+                    self._check_text_content(m["content"], i, text_only=True)
+            else:
+                self._check_text_content(m.get("content"), i, text_only=role != "user")
+        if owed:
+            raise Reject("An assistant message with 'tool_calls' must be followed by tool messages responding to "
+                         "each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                         + ", ".join(owed), "messages")
+        for i, tool in enumerate(body.get("tools") or []):
+            fn = tool.get("function") or {}
+            if tool.get("type") != "function" or not NAME_RE.match(fn.get("name", "")):
+                raise Reject(f"Invalid 'tools[{i}].function.name': string does not match pattern. Expected a "
+                             f"string that matches the pattern '^[a-zA-Z0-9_-]+$'.", f"tools[{i}].function.name")
+            if "gemini" in body["model"]:
+                bad = self._find_keys(fn.get("parameters"), GEMINI_REJECTED)
+                if bad:
+                    raise Reject(f'Invalid JSON payload received. Unknown name "{bad}" at '
+                                 f"'tools[0].function_declarations[{i}].parameters': Cannot find field.")
+        tc = body.get("tool_choice")
+        if tc is not None and tc not in ("auto", "none", "required") and not (
+                isinstance(tc, dict) and tc.get("type") == "function"):
+            raise Reject(f"Invalid value: '{tc}'. Supported values are: 'none', 'auto', and 'required'.",
+                         "tool_choice")
+        if "temperature" in body and not (0 <= body["temperature"] <= 2):
+            raise Reject("temperature out of range", "temperature")
+        limit = next((v for k, v in MODEL_OUTPUT_LIMIT.items() if k in body["model"]), DEFAULT_LIMIT)
+        asked = body.get("max_completion_tokens", body.get("max_tokens"))
+        if asked is not None and asked > limit:
+            raise Reject(f"max_tokens is too large: {asked}. This model supports at most {limit} completion tokens, "
+                         f"whereas you provided {asked}.", "max_tokens", code="invalid_value")
+
+    def _check_text_content(self, content: Any, i: int, text_only: bool) -> None:
+        if isinstance(content, str):
+            return
+        if not isinstance(content, list):
+            raise Reject(f"Invalid type for 'messages[{i}].content': expected one of a string or array of objects.",
+                         f"messages[{i}].content")
+        allowed = {"text"} if text_only else {"text", "image_url", "file", "input_audio"}
+        for j, part in enumerate(content):
+            if part.get("type") not in allowed:
+                raise Reject(f"Invalid value: '{part.get('type')}'. Supported values are: "
+                             f"{', '.join(sorted(allowed))}.", f"messages[{i}].content[{j}].type")
+
+    def _find_keys(self, schema: Any, keys: set[str]) -> str | None:
+        if isinstance(schema, dict):
+            for k, v in schema.items():
+                if k in keys:
+                    return k
+                found = self._find_keys(v if k != "properties" else list(v.values()), keys)
+                if found:
+                    return found
+        elif isinstance(schema, list):
+            for v in schema:
+                found = self._find_keys(v, keys)
+                if found:
+                    return found
+        return None
+
+    # ---- the scripted model -------------------------------------------------------------------
+    def answer(self, body: dict) -> dict:
+        msgs = body["messages"]
+        last = msgs[-1]
+        reasoning = None
+        calls = []
+        if last["role"] == "tool":
+            results = []
+            for m in reversed(msgs):
+                if m["role"] != "tool":
+                    break
+                results.append(m["content"] if isinstance(m["content"], str) else json.dumps(m["content"]))
+            text = "Tool result received: " + " | ".join(reversed(results))[:400]
+        else:
+            user_text = ""
+            for m in reversed(msgs):
+                if m["role"] == "user":
+                    c = m["content"]
+                    user_text = c if isinstance(c, str) else " ".join(
+                        p.get("text", "") for p in c if p.get("type") == "text")
+                    break
+            if "THINK:" in user_text:
+                reasoning = "Let me think about this carefully."
+            for n, m in enumerate(re.finditer(r"TOOL_CALL:([A-Za-z0-9_-]+):(\{.*?\})(?=\s|$)", user_text)):
+                calls.append({"id": f"call_{n}_{int(time.time() * 1000) % 100000}", "name": m.group(1),
+                              "arguments": m.group(2)})
+            images = sum(1 for m in msgs if isinstance(m.get("content"), list)
+                         for p in m["content"] if p.get("type") == "image_url")
+            text = "" if calls else f"Hello from {body['model']}! You said: {user_text.strip()[-80:]}"
+            if images and not calls:
+                text += f" [saw {images} image(s)]"
+        prompt_tokens = max(1, len(json.dumps(msgs)) // 4)
+        return {"text": text, "reasoning": reasoning, "calls": calls, "prompt_tokens": prompt_tokens,
+                "completion_tokens": max(1, len(text) // 4 + 5 * len(calls))}
+
+    # ---- HTTP -------------------------------------------------------------------------------
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        self.headers.append(dict(request.headers))
+        try:
+            body = await request.json()
+        except ValueError:
+            return openai_error(400, "We could not parse the JSON body of your request.")
+        self.requests.append(body)
+        if self.key is not None and auth != f"Bearer {self.key}":
+            shown = auth[7:][:3] + "*" * 10 + auth[-4:] if len(auth) > 14 else auth
+            return openai_error(401, f"Incorrect API key provided: {shown}. You can find your API key at "
+                                     f"https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+        model = str(body.get("model", ""))
+        m = re.match(r"status-(\d{3})", model)
+        if m:
+            status = int(m.group(1))
+            headers = {"retry-after": "0"} if status == 429 else None
+            return openai_error(status, f"Injected failure {status}", "server_error" if status >= 500 else
+                                "rate_limit_error" if status == 429 else "invalid_request_error", headers=headers)
+        if model.startswith("html-"):
+            return web.Response(status=502, content_type="text/html",
+                                text="<html><head><title>502 Bad Gateway</title></head><body><center>"
+                                     "<h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>")
+        if model.startswith("unknown") or (self.models is not None and model not in self.models):
+            return openai_error(404, f"The model `{model}` does not exist or you do not have access to it.",
+                                code="model_not_found")
+        try:
+            self.validate(body)
+        except Reject as exc:
+            return openai_error(exc.status, str(exc), param=exc.param, code=exc.code)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            return openai_error(400, f"Invalid request: {exc}")
+        ans = self.answer(body)
+        if body.get("stream"):
+            return await self.stream(request, body, ans)
+        message: dict[str, Any] = {"role": "assistant", "content": ans["text"] or None, "refusal": None}
+        if ans["reasoning"]:
+            message["reasoning_content"] = ans["reasoning"]
+        if ans["calls"]:
+            message["tool_calls"] = [{"id": c["id"], "type": "function",
+                                      "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                     for c in ans["calls"]]
+        return web.json_response({
+            "id": "chatcmpl-fake123", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": "tool_calls" if ans["calls"] else "stop"}],
+            "usage": {"prompt_tokens": ans["prompt_tokens"], "completion_tokens": ans["completion_tokens"],
+                      "total_tokens": ans["prompt_tokens"] + ans["completion_tokens"],
+                      "prompt_tokens_details": {"cached_tokens": 0}}})
+
+    async def stream(self, request: web.Request, body: dict, ans: dict) -> web.StreamResponse:
+        model = body["model"]
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        base = {"id": "chatcmpl-fake456", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": model}
+
+        def chunk(delta: dict | None, finish: str | None = None, **extra: Any) -> bytes:
+            choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
+                                                 "finish_reason": finish}]
+            return b"data: " + json.dumps({**base, "choices": choices, **extra}).encode() + b"\n\n"
+
+        frames = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        if ans["reasoning"]:
+            for piece in re.findall(r".{1,8}", ans["reasoning"], re.S):
+                frames.append(chunk({"reasoning_content": piece}))
+        for piece in re.findall(r".{1,6}", ans["text"], re.S):
+            frames.append(chunk({"content": piece}))
+        for n, call in enumerate(ans["calls"]):
+            if "ollama" in model:
+                frames.append(chunk({"tool_calls": [{"index": n, "id": call["id"], "type": "function", "function": {
+                    "name": call["name"], "arguments": call["arguments"]}}]}))
+            elif "gemini" in model:
+                frames.append(chunk({"tool_calls": [{"id": call["id"], "type": "function", "function": {
+                    "name": call["name"], "arguments": call["arguments"]}}]}))
+            else:
+                frames.append(chunk({"tool_calls": [{"index": n, "id": call["id"], "type": "function",
+                                                     "function": {"name": call["name"], "arguments": ""}}]}))
+                for piece in re.findall(r".{1,5}", call["arguments"], re.S):
+                    frames.append(chunk({"tool_calls": [{"index": n, "function": {"arguments": piece}}]}))
+        frames.append(chunk({}, "tool_calls" if ans["calls"] else "stop"))
+        usage = {"prompt_tokens": ans["prompt_tokens"], "completion_tokens": ans["completion_tokens"],
+                 "total_tokens": ans["prompt_tokens"] + ans["completion_tokens"]}
+        if (body.get("stream_options") or {}).get("include_usage") and "ollama" not in model:
+            frames.append(chunk(None, usage=usage))
+        if not model.startswith("nodone-"):
+            frames.append(b"data: [DONE]\n\n")
+        if model.startswith("cut-"):
+            frames = frames[: max(2, len(frames) // 2)]
+        try:
+            for frame in frames:
+                await resp.write(frame)
+            if model.startswith("cut-"):
+                await asyncio.sleep(0.05)
+                request.transport.close()  # die mid-stream, no [DONE], no finish_reason
+                return resp
+            await resp.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnects += 1
+            raise
+        return resp
+
+    async def models_list(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}]})
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models_list)
+        return app
+
+    async def start(self, port: int = 0) -> int:
+        self.runner = web.AppRunner(self.app(), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", port)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--key", default=None)
+    parser.add_argument("--log", default=None, help="append each request body as a JSON line to this file")
+    args = parser.parse_args()
+    fake = FakeOpenAI(key=args.key)
+    if args.log:
+        original = fake.validate
+
+        def logging_validate(body: dict) -> None:
+            with open(args.log, "a") as fh:
+                fh.write(json.dumps(body) + "\n")
+            original(body)
+        fake.validate = logging_validate  # type: ignore[method-assign]
+    web.run_app(fake.app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
