@@ -294,7 +294,7 @@ SCHEMA_DROP_KEYS = {
     "contentMediaType", "exclusiveMinimum", "exclusiveMaximum", "dependentRequired", "dependentSchemas", "if",
     "then", "else", "not", "minContains", "maxContains", "unevaluatedItems", "strict", "_index",
 }
-STRING_FORMATS_KEPT = {"enum", "date-time"}
+FORMATS_KEPT = {"enum", "date-time", "int32", "int64", "float", "double"}
 OPENAI_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 TOOL_ID_OK = re.compile(r"^[a-zA-Z0-9_-]+$")
 FINISH_TO_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
@@ -366,7 +366,7 @@ def sanitize_schema(schema: Any, defs: dict | None = None, depth: int = 0) -> An
             out["type"] = types[0] if types else "string"
             if len(types) < len(value):
                 out["nullable"] = True
-        elif key == "format" and schema.get("type") == "string" and value not in STRING_FORMATS_KEPT:
+        elif key == "format" and value not in FORMATS_KEPT:
             continue
         elif key == "required" and isinstance(value, list):
             out[key] = [r for r in value if isinstance(r, str)]
@@ -1064,6 +1064,7 @@ class OpenAIToAnthropicStream:
         self.usage: dict | None = None
         self.out_chars = 0
         self.saw_tool = False
+        self.refused = False
         self.done = False
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -1101,7 +1102,7 @@ class OpenAIToAnthropicStream:
             refusal = delta.get("refusal")
             if isinstance(refusal, str) and refusal:
                 text += refusal
-                self.finish_reason = self.finish_reason or "content_filter"
+                self.refused = True
             if text:
                 events += self._open("text")
                 events.append(self._delta({"type": "text_delta", "text": text}))
@@ -1134,6 +1135,8 @@ class OpenAIToAnthropicStream:
         usage = anthropic_usage(self.usage) or {
             "input_tokens": self.input_estimate, "output_tokens": max(1, round(self.out_chars / 4))}
         stop = _stop_reason(self.finish_reason, self.saw_tool, self.matched_stop)
+        if self.refused and not self.saw_tool:
+            stop = "refusal"
         delta_usage = {"output_tokens": usage["output_tokens"], "input_tokens": usage["input_tokens"]}
         if usage.get("cache_read_input_tokens"):
             delta_usage["cache_read_input_tokens"] = usage["cache_read_input_tokens"]

@@ -1,0 +1,234 @@
+"""OpenAI chunk streams → Anthropic events, fed recorded chunk sequences of each backend quirk.
+
+Every translated stream is checked against the Anthropic grammar and then run through the anthropic SDK's own
+accumulator, so "accepted by the SDK" is tested, not assumed. SSE parsing is tested byte-split.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from claude_proxy import OpenAIToAnthropicStream, ProxyError, SSEParser, anthropic_message_events, sse_frames
+from conftest import accumulate_with_sdk, assert_anthropic_grammar, parse_sse_bytes
+
+
+def c(delta=None, finish=None, usage=None, choices=True, **extra):
+    """One chat.completion.chunk."""
+    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m", **extra}
+    chunk["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}] if choices else []
+    if usage is not None:
+        chunk["usage"] = usage
+    return chunk
+
+
+def run(chunks, saw_done=True, **kw):
+    t = OpenAIToAnthropicStream("claude-sonnet-4-5", input_tokens=kw.pop("input_tokens", 11), **kw)
+    events = t.start()
+    try:
+        for ch in chunks:
+            events += t.feed(ch)
+        events += t.finish(saw_done)
+    except ProxyError as exc:
+        events += t.fail(exc)
+    return events
+
+
+def final(events):
+    assert_anthropic_grammar(events)
+    # and the SSE bytes round-trip through our parser unchanged
+    assert parse_sse_bytes(sse_frames(events)) == events
+    return accumulate_with_sdk(events)
+
+
+USAGE = {"prompt_tokens": 100, "completion_tokens": 20, "prompt_tokens_details": {"cached_tokens": 30}}
+
+
+def test_plain_text_openai():
+    msg = final(run([c({"role": "assistant", "content": ""}), c({"content": "Hel"}), c({"content": "lo"}),
+                     c({}, "stop"), c(choices=False, usage=USAGE)]))
+    assert msg.content[0].text == "Hello"
+    assert msg.stop_reason == "end_turn"
+    assert (msg.usage.input_tokens, msg.usage.output_tokens, msg.usage.cache_read_input_tokens) == (70, 20, 30)
+
+
+def test_message_start_carries_the_estimate():
+    events = run([c({"content": "x"}, "stop")], input_tokens=1234)
+    assert events[0][1]["message"]["usage"]["input_tokens"] == 1234
+
+
+def test_reasoning_then_text_then_parallel_tools_streamed_incrementally():
+    chunks = [
+        c({"role": "assistant", "reasoning_content": "Think"}), c({"reasoning_content": "ing"}),
+        c({"content": "I'll call two tools."}),
+        c({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                           "function": {"name": "Read", "arguments": ""}}]}),
+        c({"tool_calls": [{"index": 0, "function": {"arguments": '{"file_'}}]}),
+        c({"tool_calls": [{"index": 0, "function": {"arguments": 'path":"/a"}'}}]}),
+        c({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
+                           "function": {"name": "Bash", "arguments": '{"command"'}}]}),
+        c({"tool_calls": [{"index": 1, "function": {"arguments": ':"ls"}'}}]}),
+        c({}, "tool_calls"), c(choices=False, usage=USAGE)]
+    events = run(chunks)
+    msg = final(events)
+    assert [b.type for b in msg.content] == ["thinking", "text", "tool_use", "tool_use"]
+    assert msg.content[0].thinking == "Thinking"
+    assert msg.content[2].input == {"file_path": "/a"} and msg.content[3].input == {"command": "ls"}
+    assert msg.stop_reason == "tool_use"
+    deltas = [d["delta"]["partial_json"] for e, d in events if e == "content_block_delta"
+              and d["delta"]["type"] == "input_json_delta"]
+    assert deltas == ['{"file_', 'path":"/a"}', '{"command"', ':"ls"}']  # as they arrived, not buffered
+
+
+def test_gemini_tool_calls_without_index():
+    chunks = [c({"role": "assistant", "content": "ok"}),
+              c({"tool_calls": [{"id": "call_297140", "type": "function",
+                                 "function": {"name": "a", "arguments": '{"x":1}'}}]}),
+              c({"tool_calls": [{"id": "call_297141", "type": "function",
+                                 "function": {"name": "b", "arguments": '{"y":2}'}}]}),
+              c({}, "stop", usage={"prompt_tokens": 5, "completion_tokens": 3})]
+    msg = final(run(chunks))
+    assert [(b.name, b.input) for b in msg.content[1:]] == [("a", {"x": 1}), ("b", {"y": 2})]
+    assert msg.stop_reason == "tool_use"
+
+
+def test_gemini_reusing_index_zero_for_parallel_calls():
+    chunks = [c({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "a", "arguments": '{"x":1}'}}]}),
+              c({"tool_calls": [{"index": 0, "id": "c2", "function": {"name": "b", "arguments": '{"y":2}'}}]}),
+              c({}, "tool_calls")]
+    msg = final(run(chunks))
+    assert [(b.id, b.input) for b in msg.content] == [("c1", {"x": 1}), ("c2", {"y": 2})]
+
+
+def test_no_index_no_id_continuation_fragments():
+    chunks = [c({"tool_calls": [{"function": {"name": "a", "arguments": '{"x"'}}]}),
+              c({"tool_calls": [{"function": {"arguments": ':1}'}}]}), c({}, "tool_calls")]
+    msg = final(run(chunks))
+    assert msg.content[0].input == {"x": 1} and msg.content[0].id.startswith("toolu_")
+
+
+def test_ollama_whole_tool_call_in_one_chunk_with_stop_and_no_usage():
+    chunks = [c({"role": "assistant", "content": "",
+                 "tool_calls": [{"id": "call_x1", "index": 0, "type": "function",
+                                 "function": {"name": "Read", "arguments": '{"file_path":"/etc/hosts"}'}},
+                                {"id": "call_x2", "index": 1, "type": "function",
+                                 "function": {"name": "Read", "arguments": {"file_path": "/b"}}}]}),
+              c({}, "stop")]
+    events = run(chunks)
+    msg = final(events)
+    assert [b.input for b in msg.content] == [{"file_path": "/etc/hosts"}, {"file_path": "/b"}]
+    assert msg.stop_reason == "tool_use"
+    assert events[-2][1]["usage"]["output_tokens"] > 0  # estimated when the backend reports nothing
+
+
+def test_azure_empty_choices_and_chunks_without_delta():
+    chunks = [{"id": "", "object": "", "created": 0, "model": "", "choices": [], "prompt_filter_results": []},
+              c({"role": "assistant", "content": "hi"}),
+              {"id": "x", "choices": [{"index": 0, "content_filter_results": {}}]},
+              c({}, "stop")]
+    msg = final(run(chunks))
+    assert msg.content[0].text == "hi"
+
+
+def test_xai_usage_before_finish_chunk_and_moonshot_usage_in_choice():
+    msg = final(run([c({"content": "a"}), c({}, None, usage=USAGE), c({}, "stop")]))
+    assert msg.usage.output_tokens == 20
+    chunk = c({}, "stop")
+    chunk["choices"][0]["usage"] = {"prompt_tokens": 9, "completion_tokens": 4}
+    msg = final(run([c({"content": "a"}), chunk]))
+    assert (msg.usage.input_tokens, msg.usage.output_tokens) == (9, 4)
+
+
+def test_text_after_tool_call_gets_its_own_block():
+    chunks = [c({"tool_calls": [{"index": 0, "id": "t1", "function": {"name": "a", "arguments": "{}"}}]}),
+              c({"content": "and some text after"}), c({}, "tool_calls")]
+    msg = final(run(chunks))
+    assert [b.type for b in msg.content] == ["tool_use", "text"]
+
+
+def test_name_arriving_after_id_is_waited_for():
+    chunks = [c({"tool_calls": [{"index": 0, "id": "t1", "function": {"arguments": ""}}]}),
+              c({"tool_calls": [{"index": 0, "function": {"name": "late", "arguments": '{"a":'}}]}),
+              c({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}), c({}, "tool_calls")]
+    msg = final(run(chunks))
+    assert (msg.content[0].name, msg.content[0].input) == ("late", {"a": 1})
+
+
+def test_refusal_and_length():
+    msg = final(run([c({"refusal": "I can't help with that."}), c({}, "stop")]))
+    assert msg.stop_reason == "refusal"
+    assert final(run([c({"content": "abc"}), c({}, "length")])).stop_reason == "max_tokens"
+
+
+def test_stop_sequence_from_vllm():
+    chunk = c({}, "stop")
+    chunk["choices"][0]["stop_reason"] = "###"
+    events = run([c({"content": "abc"}), chunk], stop_sequences=["###"])
+    msg = final(events)
+    assert msg.stop_reason == "stop_sequence" and msg.stop_sequence == "###"
+
+
+def test_long_tool_names_are_reverse_mapped():
+    chunks = [c({"tool_calls": [{"index": 0, "id": "t", "function": {"name": "short_1234", "arguments": "{}"}}]}),
+              c({}, "tool_calls")]
+    msg = final(run(chunks, tool_names={"short_1234": "mcp__server.with.dots__tool"}))
+    assert msg.content[0].name == "mcp__server.with.dots__tool"
+
+
+def test_no_done_after_finish_reason_is_a_normal_end():
+    msg = final(run([c({"content": "a"}), c({}, "stop")], saw_done=False))
+    assert msg.stop_reason == "end_turn"
+
+
+def test_done_without_finish_reason_is_a_normal_end():
+    assert final(run([c({"content": "a"})], saw_done=True)).stop_reason == "end_turn"
+
+
+def test_cut_off_stream_ends_in_error_never_message_stop():
+    events = run([c({"content": "partial"})], saw_done=False)
+    assert_anthropic_grammar(events, expect_error=True)
+    assert "closed the stream" in events[-1][1]["error"]["message"]
+
+
+def test_midstream_error_chunk_becomes_error_event():
+    events = run([c({"content": "partial"}), {"error": {"message": "Upstream overloaded", "code": 503}}])
+    assert_anthropic_grammar(events, expect_error=True)
+    assert "Upstream overloaded" in events[-1][1]["error"]["message"]
+
+
+def test_fail_and_finish_are_idempotent():
+    t = OpenAIToAnthropicStream("m")
+    t.start()
+    assert t.fail(ProxyError(502, "x"))[0][0] == "error"
+    assert t.finish() == [] and t.fail(ProxyError(502, "y")) == []
+
+
+def test_replayed_json_message_is_a_valid_stream():
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+               "content": [{"type": "thinking", "thinking": "t", "signature": ""},
+                           {"type": "text", "text": "hi"},
+                           {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": [1]}}],
+               "stop_reason": "tool_use", "stop_sequence": None,
+               "usage": {"input_tokens": 3, "output_tokens": 4}}
+    msg = final(anthropic_message_events(message))
+    assert msg.content[2].input == {"a": [1]} and msg.usage.output_tokens == 4
+
+
+# ---- SSE parsing ----------------------------------------------------------------------------------
+
+RAW = ('data: {"a":1}\r\n\r\n: keep-alive\n\ndata:{"b":"\u00e9\u4e2d"}\n\n'
+       'event: message\ndata: {"c":\ndata: 2}\n\ndata: {"d":1}\ndata: {"e":2}\n\ndata: [DONE]').encode()
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, len(RAW)])
+def test_sse_parser_every_split(step):
+    parser = SSEParser()
+    events = []
+    for i in range(0, len(RAW), step):  # splits CRLF pairs and multi-byte UTF-8 characters
+        events += parser.feed(RAW[i:i + step])
+    events += parser.close()
+    datas = [e.data for e in events]
+    assert datas == ['{"a":1}', '{"b":"é中"}', '{"c":\n2}', '{"d":1}', '{"e":2}', "[DONE]"]
+    assert [json.loads(d) for d in datas[:-1]][2] == {"c": 2}
+    assert events[2].event == "message" and events[0].event is None
