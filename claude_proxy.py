@@ -1503,6 +1503,7 @@ async def _read_error_body(resp: aiohttp.ClientResponse) -> str:
 
 CONFIG_KEY = web.AppKey("config", Config)
 UPSTREAM_KEY = web.AppKey("upstream", Upstream)
+REQUEST_ID_KEY: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 MODEL_CREATED = "2025-01-01T00:00:00Z"
 
 
@@ -1541,7 +1542,7 @@ async def read_json(request: web.Request) -> Any:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     request_id = "req_" + uuid.uuid4().hex[:24]
-    request["request_id"] = request_id
+    request[REQUEST_ID_KEY] = request_id
     started = time.monotonic()
     try:
         response = await handler(request)
@@ -1578,7 +1579,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
     names = tool_name_map(body.get("tools"))
     stops = body.get("stop_sequences")
     key = config.api_key or client_key(request)
-    log.debug("%s → %s %s stream=%s", request["request_id"], config.chat_url, backend_model, bool(body.get("stream")))
+    log.debug("%s → %s %s stream=%s", request[REQUEST_ID_KEY], config.chat_url, backend_model, bool(body.get("stream")))
     if not body.get("stream"):
         resp = await upstream.post_chat(payload, key)
         async with resp:
@@ -1589,7 +1590,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
                                  "api_error") from None
         message = openai_to_anthropic_response(data, requested, names, stops, count_request_tokens(body))
         return web.Response(text=json_dumps(message), content_type="application/json",
-                            headers={"request-id": request["request_id"]})
+                            headers={"request-id": request[REQUEST_ID_KEY]})
     return await stream_messages(request, body, payload, key, names)
 
 
@@ -1601,7 +1602,7 @@ async def stream_messages(request: web.Request, body: dict, payload: dict, key: 
                                          body.get("stop_sequences"))
     out = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                       "Cache-Control": "no-cache", "Connection": "keep-alive",
-                                      "request-id": request["request_id"], "X-Accel-Buffering": "no"})
+                                      "request-id": request[REQUEST_ID_KEY], "X-Accel-Buffering": "no"})
     async with resp:
         await out.prepare(request)
         if "json" in resp.headers.get("content-type", ""):
@@ -1647,7 +1648,7 @@ async def stream_messages(request: web.Request, body: dict, payload: dict, key: 
                                                 "api_error"))
         if events:
             if events[-1][0] == "error":
-                log.warning("%s stream ended in error: %s", request["request_id"], events[-1][1]["error"]["message"])
+                log.warning("%s stream ended in error: %s", request[REQUEST_ID_KEY], events[-1][1]["error"]["message"])
             await out.write(sse_frames(events))
         await out.write_eof()
     return out
