@@ -1,0 +1,138 @@
+"""End to end with the real Claude Code CLI from npm: claude -p → claude_proxy → strict fake OpenAI backend.
+
+Everything runs inside a private network namespace that has only loopback (``unshare -n``), so nothing can leave
+127.0.0.1. Install the CLI with the README's test command (``npm install --prefix tests/.claude-code ...``), or
+point ``CLAUDE_BIN`` at one. Set ``CLAUDE_PROXY_SKIP_CLI=1`` to skip deliberately; a missing CLI otherwise fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def find_claude() -> str | None:
+    for candidate in (os.environ.get("CLAUDE_BIN"), os.path.join(HERE, ".claude-code", "node_modules", ".bin", "claude"),
+                      shutil.which("claude")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def namespace_prefix() -> list[str]:
+    """The loopback-only namespace wrapper this machine allows (root: unshare -n; else a user namespace)."""
+    for prefix in (["unshare", "-n"], ["unshare", "-rn"]):
+        try:
+            if subprocess.run(prefix + ["true"], capture_output=True, timeout=10).returncode == 0:
+                return prefix
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    pytest.fail("cannot create a loopback-only network namespace (unshare -n / -rn); the Claude Code end-to-end "
+                "test must not run on a networked host")
+
+
+SCRIPT = textwrap.dedent("""\
+    set -u
+    ip link set lo up 2>/dev/null || true
+    "$PY" "$TESTS/fake_openai.py" --port 18931 --log "$OUT/backend.jsonl" 2>"$OUT/backend.err" &
+    "$PY" "$ROOT/claude_proxy.py" --url 127.0.0.1:18931/v1 --port 18932 --model fake-main \\
+        --haiku-model fake-haiku --log-level debug 2>"$OUT/proxy.log" >"$OUT/proxy.out" &
+    for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/18932) 2>/dev/null && break; sleep 0.1; done
+    cd "$WORK"
+    run() {
+        name=$1; shift
+        env -i PATH=/usr/bin:/bin HOME="$CCHOME" TERM=dumb ANTHROPIC_BASE_URL=http://127.0.0.1:18932 \\
+            ANTHROPIC_API_KEY=dummy-client-key DISABLE_TELEMETRY=1 DISABLE_ERROR_REPORTING=1 \\
+            DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 \\
+            timeout 120 "$CLAUDE" "$@" --output-format json >"$OUT/$name.json" 2>"$OUT/$name.err"
+        echo $? >"$OUT/$name.rc"
+    }
+    run hello -p "hello there" --model sonnet
+    run read -p "Read the file. TOOL_CALL:Read:{\\"file_path\\":\\"$WORK/secret.txt\\"}" --allowedTools Read --model haiku
+    run bash -p "List files. TOOL_CALL:Bash:{\\"command\\":\\"ls\\",\\"description\\":\\"List files\\"}" \\
+        --allowedTools "Bash(ls:*)"
+    run parallel -p "Both. TOOL_CALL:Read:{\\"file_path\\":\\"$WORK/secret.txt\\"} TOOL_CALL:Bash:{\\"command\\":\\"ls\\"}" \\
+        --allowedTools Read "Bash(ls:*)" --model sonnet
+    kill %1 %2
+    wait
+""")
+
+
+@pytest.fixture(scope="module")
+def claude_run(tmp_path_factory):
+    if os.environ.get("CLAUDE_PROXY_SKIP_CLI") == "1":
+        pytest.skip("CLAUDE_PROXY_SKIP_CLI=1")
+    claude = find_claude()
+    if not claude:
+        pytest.fail("Claude Code CLI not found: run `npm install --prefix tests/.claude-code "
+                    "@anthropic-ai/claude-code` (the README's test command does) or set CLAUDE_BIN")
+    base = tmp_path_factory.mktemp("cc")
+    out, work, home = base / "out", base / "work", base / "home"
+    for d in (out, work, home):
+        d.mkdir()
+    (work / "secret.txt").write_text("The secret word is PINEAPPLE-42.\n")
+    (work / "notes.md").write_text("notes\n")
+    env = {**os.environ, "PY": sys.executable, "TESTS": HERE, "ROOT": ROOT, "OUT": str(out), "WORK": str(work),
+           "CCHOME": str(home), "CLAUDE": claude}
+    proc = subprocess.run(namespace_prefix() + ["bash", "-c", SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=600)
+    requests = [json.loads(line) for line in (out / "backend.jsonl").read_text().splitlines()] \
+        if (out / "backend.jsonl").exists() else []
+    return {"out": out, "proc": proc, "requests": requests, "proxy_log": (out / "proxy.log").read_text()}
+
+
+def result(run: dict, name: str) -> dict:
+    out = run["out"]
+    rc = (out / f"{name}.rc").read_text().strip()
+    text = (out / f"{name}.json").read_text()
+    assert rc == "0", f"claude -p ({name}) exited {rc}: {text[-2000:]}\n{(out / f'{name}.err').read_text()[-2000:]}" \
+                      f"\nproxy log:\n{run['proxy_log'][-3000:]}"
+    data = json.loads(text)
+    assert data["type"] == "result" and data["subtype"] == "success" and not data["is_error"], data
+    return data
+
+
+def test_hello_on_sonnet(claude_run):
+    data = result(claude_run, "hello")
+    assert data["result"].startswith("Hello from fake-main! You said: ")
+    assert data["usage"]["input_tokens"] > 0 and data["usage"]["output_tokens"] > 0
+
+
+def test_read_tool_loop_on_haiku(claude_run):
+    data = result(claude_run, "read")
+    assert data["num_turns"] == 2
+    assert "PINEAPPLE-42" in data["result"], data["result"]
+
+
+def test_bash_tool_loop(claude_run):
+    data = result(claude_run, "bash")
+    assert "notes.md" in data["result"] and "secret.txt" in data["result"], data["result"]
+
+
+def test_parallel_tools(claude_run):
+    data = result(claude_run, "parallel")
+    assert "PINEAPPLE-42" in data["result"] and "notes.md" in data["result"], data["result"]
+
+
+def test_every_backend_request_streamed_and_was_valid(claude_run):
+    for name in ("hello", "read", "bash", "parallel"):
+        result(claude_run, name)
+    reqs = claude_run["requests"]
+    assert len(reqs) >= 7, len(reqs)
+    # no request fell back to non-streaming: Claude Code only does that after a broken stream
+    assert all(r.get("stream") is True for r in reqs), [r.get("stream") for r in reqs]
+    models = {r["model"] for r in reqs}
+    assert models == {"fake-main", "fake-haiku"}, models
+    assert "→ 4" not in claude_run["proxy_log"] and "→ 5" not in claude_run["proxy_log"], claude_run["proxy_log"]
+    tool_turns = [r for r in reqs if any(m["role"] == "tool" for m in r["messages"])]
+    assert len(tool_turns) >= 3
+    assert "dummy-client-key" not in claude_run["proxy_log"]

@@ -1,0 +1,76 @@
+"""The command line as a user runs it: python claude_proxy.py ... in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import anthropic
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "claude_proxy.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_help_explains_flags_env_and_examples():
+    out = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    for needle in ("--url", "--api-key", "--model", "--haiku-model", "--sonnet-model", "--opus-model", "--host",
+                   "--port", "--max-tokens", "--log-level", "CLAUDE_PROXY_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY",
+                   "api.deepseek.com/v1", "ANTHROPIC_BASE_URL", "http://localhost:11434/v1"):
+        assert needle in out.stdout, needle
+
+
+def test_bad_flag_values_are_clear_errors():
+    out = subprocess.run([sys.executable, SCRIPT, "--url", "ftp://x"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "http(s)://" in out.stderr
+
+
+@pytest.fixture
+def served(backend):
+    """The proxy started from the environment only, as a user would with CLAUDE_PROXY_* / OPENAI_* variables."""
+    port = free_port()
+    key = "sk-envkey-0123456789abcdefXYZ9"
+    backend.key = key
+    env = {**os.environ, "OPENAI_BASE_URL": f"127.0.0.1:{backend.port}/v1", "OPENAI_API_KEY": key,
+           "CLAUDE_PROXY_MODEL": "fake-env", "CLAUDE_PROXY_PORT": str(port), "CLAUDE_PROXY_LOG_LEVEL": "debug"}
+    proc = subprocess.Popen([sys.executable, SCRIPT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    first = proc.stdout.readline()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield proc, port, key, first
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_starts_from_environment_prints_setup_and_hides_key(served, backend):
+    proc, port, key, first = served
+    assert f"listening on http://127.0.0.1:{port}" in first
+    assert f"http://127.0.0.1:{backend.port}/v1/chat/completions" in first and "fake-env" in first
+    assert key not in first and "sk-…XYZ9" in first
+    lines = [proc.stdout.readline(), proc.stdout.readline()]
+    assert lines[0].strip() == f"export ANTHROPIC_BASE_URL=http://127.0.0.1:{port}"
+    assert lines[1].strip().startswith("export ANTHROPIC_API_KEY=")
+    c = anthropic.Anthropic(base_url=f"http://127.0.0.1:{port}", api_key="anything", max_retries=0)
+    msg = c.messages.create(model="claude-opus-4-8", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert msg.content[0].text.startswith("Hello from fake-env!")
+    assert backend.headers[-1]["Authorization"] == f"Bearer {key}"
+    proc.terminate()
+    _, err = proc.communicate(timeout=10)
+    assert "POST /v1/messages" in err  # one log line per request
+    assert key not in err  # not even at debug level
