@@ -72,6 +72,8 @@ log = logging.getLogger("claude_proxy")
 # ======================================================================================================
 
 DEFAULT_URL = "http://localhost:11434/v1"
+DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
+BACKENDS = ("openai", "anthropic")
 TIERS = ("haiku", "sonnet", "opus")
 
 
@@ -91,7 +93,7 @@ def normalize_backend_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"backend URL must be http(s)://host[:port][/path], got {url!r}")
     url = url.rstrip("/")
-    for suffix in ("/chat/completions", "/completions"):
+    for suffix in ("/chat/completions", "/completions", "/messages"):
         if url.endswith(suffix):
             url = url[: -len(suffix)]
     return url
@@ -108,7 +110,8 @@ def _is_loopback_name(host: str) -> bool:
 
 @dataclass(frozen=True)
 class Config:
-    url: str = DEFAULT_URL
+    url: str | None = None  # None: a local Ollama, or api.anthropic.com with --backend anthropic
+    backend: str = "openai"
     api_key: str | None = None
     model: str | None = None
     haiku_model: str | None = None
@@ -125,7 +128,10 @@ class Config:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "url", normalize_backend_url(self.url))
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        url = self.url or (DEFAULT_ANTHROPIC_URL if self.backend == "anthropic" else DEFAULT_URL)
+        object.__setattr__(self, "url", normalize_backend_url(url))
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("--max-tokens must be at least 1")
         if self.reasoning_effort not in REASONING_EFFORT_CHOICES:
@@ -134,6 +140,15 @@ class Config:
     @property
     def chat_url(self) -> str:
         return self.url + "/chat/completions"
+
+    @property
+    def anthropic_url(self) -> str:
+        """``{url}/v1``: both ``api.anthropic.com`` and ``api.anthropic.com/v1`` are what users type."""
+        return self.url if self.url.endswith("/v1") else self.url + "/v1"
+
+    @property
+    def endpoint(self) -> str:
+        return self.anthropic_url + "/messages" if self.backend == "anthropic" else self.chat_url
 
     def tier_model(self, tier: str) -> str | None:
         return getattr(self, f"{tier}_model")
@@ -920,6 +935,7 @@ def openai_to_anthropic_response(resp: dict, requested_model: str, tool_names: d
 _LIMIT_PATTERNS = [
     re.compile(r"valid range of max_tokens is \[\s*\d+\s*,\s*(\d+)\s*\]", re.I),  # DeepSeek
     re.compile(r"supports at most (\d+) completion tokens", re.I),  # OpenAI
+    re.compile(r"max_tokens: \d+ > (\d+), which is the maximum", re.I),  # Anthropic
     re.compile(r"max(?:imum)?[_ ](?:completion[_ ])?tokens?`?\s*(?:must be|should be|is|of)?\s*(?:less than or equal "
                r"to|<=|at most|no more than|up to|limited to|lower than)\s*`?(\d+)", re.I),  # Groq, generic
     re.compile(r"max(?:imum)?[_ ]tokens?.{0,80}?(?:maximum|max|limit|upper bound)(?: value)?(?: for [`\w]+)?"
@@ -1030,6 +1046,395 @@ def count_request_tokens(body: dict) -> int:
                 if "input_schema" in tool:
                     total += estimate_text_tokens(json_dumps(tool["input_schema"]))
     return max(1, round(total))
+
+
+# ---- direction 2: OpenAI Chat Completions client → Anthropic backend ------------------------------------
+
+ANTHROPIC_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
+STOP_TO_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+                  "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
+EFFORT_BUDGET = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192, "max": 16384}
+IMAGE_MEDIA_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
+JSON_TOOL = "json_response"  # the forced tool that carries response_format json_schema
+DEFAULT_OUTPUT_TOKENS = 8192
+_DATA_URL = re.compile(r"^data:([\w/+.-]+)?(?:;[\w=-]+)*;base64,(.*)$", re.S)
+_EMAILISH = re.compile(r"@|^\+?[\d\s().-]{7,}$")
+
+
+def anthropic_tool_name(name: str) -> str:
+    return name if ANTHROPIC_TOOL_NAME.match(name) else (re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:128] or "tool")
+
+
+def openai_request_tool_names(body: dict) -> dict[str, str]:
+    """Anthropic tool name → the client's OpenAI function name, for the names that had to change."""
+    out = {}
+    for tool in (body.get("tools") or []) + (body.get("functions") or []):
+        if isinstance(tool, dict):
+            fn = tool.get("function", tool) if tool.get("type", "function") == "function" else {}
+            name = fn.get("name") if isinstance(fn, dict) else None
+            if isinstance(name, str) and anthropic_tool_name(name) != name:
+                out[anthropic_tool_name(name)] = name
+    return out
+
+
+def _openai_text(content: Any, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    _expect(isinstance(content, list), f"{where}: expected a string or a list of content parts")
+    texts = []
+    for j, part in enumerate(content):
+        _expect(isinstance(part, dict), f"{where}[{j}]: expected an object")
+        if part.get("type") in ("text", "input_text", "output_text"):
+            _expect(isinstance(part.get("text"), str), f"{where}[{j}].text: expected a string")
+            texts.append(part["text"])
+        elif part.get("type") == "refusal":
+            texts.append(str(part.get("refusal", "")))
+    return "\n".join(texts)
+
+
+def _openai_user_blocks(content: Any, where: str) -> list[dict]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    _expect(isinstance(content, list), f"{where}: expected a string or a list of content parts")
+    blocks: list[dict] = []
+    for j, part in enumerate(content):
+        pw = f"{where}[{j}]"
+        _expect(isinstance(part, dict) and isinstance(part.get("type"), str), f"{pw}: expected a typed part")
+        kind = part["type"]
+        if kind in ("text", "input_text"):
+            _expect(isinstance(part.get("text"), str), f"{pw}.text: expected a string")
+            blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            _expect(isinstance(url, str) and url, f"{pw}.image_url.url: expected a URL")
+            blocks.append(_image_block(url, pw))
+        elif kind == "file":
+            blocks.append(_file_block(part.get("file") or {}, pw))
+        elif kind in ("input_audio", "audio"):
+            continue  # Anthropic has no audio input; Anthropic's own compat layer strips it too
+        else:
+            raise bad_request(f"{pw}.type: unsupported content part type {kind!r}")
+    return blocks
+
+
+def _image_block(url: str, where: str) -> dict:
+    m = _DATA_URL.match(url)
+    if m:
+        media = (m.group(1) or "image/png").lower()
+        _expect(media in IMAGE_MEDIA_TYPES, f"{where}: image type {media} is not supported "
+                                            f"(use {', '.join(sorted(IMAGE_MEDIA_TYPES))})")
+        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": m.group(2)}}
+    _expect(url.startswith(("http://", "https://")), f"{where}: image URL must be http(s) or a base64 data URL")
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _file_block(file: dict, where: str) -> dict:
+    _expect(isinstance(file, dict), f"{where}.file: expected an object")
+    data = file.get("file_data")
+    name = file.get("filename") if isinstance(file.get("filename"), str) else None
+    if isinstance(data, str):
+        m = _DATA_URL.match(data)
+        media, payload = ((m.group(1) or "application/pdf").lower(), m.group(2)) if m else ("application/pdf", data)
+        if media == "application/pdf":
+            block: dict[str, Any] = {"type": "document", "source": {
+                "type": "base64", "media_type": "application/pdf", "data": payload}}
+        elif media.startswith("text/") or media in ("application/json", "application/xml"):
+            try:
+                text = base64.b64decode(payload).decode("utf-8", "replace")
+            except ValueError:
+                raise bad_request(f"{where}.file.file_data: not valid base64") from None
+            block = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": text}}
+        elif media in IMAGE_MEDIA_TYPES:
+            return {"type": "image", "source": {"type": "base64", "media_type": media, "data": payload}}
+        else:
+            raise bad_request(f"{where}.file: files of type {media} cannot be sent to Claude (PDF, text, images)")
+        if name:
+            block["title"] = name
+        return block
+    if isinstance(file.get("file_id"), str):
+        return {"type": "text", "text": f"[file {name or file['file_id']} was attached but is not available here]"}
+    raise bad_request(f"{where}.file: expected file_data (a data URL) or file_id")
+
+
+def _tool_call_blocks(calls: Any, where: str, names_in: dict[str, str]) -> list[dict]:
+    _expect(isinstance(calls, list), f"{where}.tool_calls: expected a list")
+    blocks = []
+    for k, call in enumerate(calls):
+        _expect(isinstance(call, dict), f"{where}.tool_calls[{k}]: expected an object")
+        fn = call.get("function") or {}
+        _expect(isinstance(fn, dict) and isinstance(fn.get("name"), str) and fn["name"],
+                f"{where}.tool_calls[{k}].function.name: expected a function name")
+        blocks.append({"type": "tool_use", "id": sanitize_tool_id(call.get("id")),
+                       "name": names_in.get(fn["name"], anthropic_tool_name(fn["name"])),
+                       "input": _parse_tool_arguments(fn.get("arguments"))})
+    return blocks
+
+
+def _normalise_turns(turns: list[dict]) -> list[dict]:
+    """Make a conversation Anthropic accepts: alternating roles starting with user, tool results first in the
+    user turn after their calls, every call answered, no empty text, no trailing whitespace in a prefill."""
+    merged: list[dict] = []
+    for turn in turns:
+        blocks = [b for b in turn["content"] if not (b["type"] == "text" and not b["text"].strip())]
+        if not blocks:
+            continue
+        if merged and merged[-1]["role"] == turn["role"]:
+            merged[-1]["content"].extend(blocks)
+        else:
+            merged.append({"role": turn["role"], "content": blocks})
+    if not merged or merged[0]["role"] != "user":
+        merged.insert(0, {"role": "user", "content": [{"type": "text", "text": "[Start a new chat]"}]})
+    out: list[dict] = []
+    for i, turn in enumerate(merged):
+        if turn["role"] == "user":
+            prev_calls = [b["id"] for b in out[-1]["content"] if b["type"] == "tool_use"] if out else []
+            results = [b for b in turn["content"] if b["type"] == "tool_result"]
+            others = [b for b in turn["content"] if b["type"] != "tool_result"]
+            kept = []
+            for r in results:
+                if r["tool_use_id"] in prev_calls and r["tool_use_id"] not in [k["tool_use_id"] for k in kept]:
+                    kept.append(r)
+                else:  # an orphan result: keep what it said, as text
+                    others.append({"type": "text", "text": f"[tool result {r['tool_use_id']}]\n"
+                                                           f"{_tool_result_text(r)}"})
+            answered = {r["tool_use_id"] for r in kept}
+            kept += [{"type": "tool_result", "tool_use_id": t, "content": "(no result)"}
+                     for t in prev_calls if t not in answered]
+            turn = {"role": "user", "content": kept + others}
+        if turn["role"] == "assistant" and i + 1 == len(merged):
+            calls = [b for b in turn["content"] if b["type"] == "tool_use"]
+            if calls:  # the client sent calls without results: answer them so the request is valid
+                out.append(turn)
+                out.append({"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": b["id"], "content": "(no result)"} for b in calls]})
+                continue
+            last = turn["content"][-1]
+            if last["type"] == "text":  # Anthropic: final assistant content cannot end with trailing whitespace
+                last["text"] = last["text"].rstrip()
+                if not last["text"]:
+                    turn["content"].pop()
+            if not turn["content"]:
+                continue
+        out.append(turn)
+    return out
+
+
+def _tool_result_text(block: dict) -> str:
+    content = block.get("content")
+    if isinstance(content, str):
+        return content
+    return "\n".join(c.get("text", "") for c in content or [] if isinstance(c, dict))
+
+
+def validate_chat_request(body: Any) -> None:
+    _expect(isinstance(body, dict), "request body must be a JSON object")
+    _expect(isinstance(body.get("model"), str) and body["model"].strip() != "",
+            "model: field required (a non-empty string)")
+    _expect(isinstance(body.get("messages"), list) and body["messages"],
+            "messages: field required (a non-empty list of messages)")
+    n = body.get("n")
+    _expect(n is None or n == 1, f"n: only n=1 is supported (Claude returns one choice per request), got {n!r}")
+    for key in ("max_tokens", "max_completion_tokens"):
+        v = body.get(key)
+        _expect(v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10_000_000),
+                f"{key}: expected a positive integer, got {v!r}")
+    for key in ("temperature", "top_p"):
+        v = body.get(key)
+        _expect(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0),
+                f"{key}: expected a non-negative number, got {v!r}")
+    stop = body.get("stop")
+    _expect(stop is None or isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop)),
+            "stop: expected a string or a list of strings")
+    _expect(body.get("stream") is None or isinstance(body["stream"], bool), "stream: expected a boolean")
+
+
+def openai_to_anthropic_request(body: dict, backend_model: str, max_tokens_cap: int | None = None,
+                                default_max_tokens: int = DEFAULT_OUTPUT_TOKENS) -> dict:
+    """Translate an OpenAI Chat Completions request into an Anthropic Messages request."""
+    validate_chat_request(body)
+    names_in = {v: k for k, v in openai_request_tool_names(body).items()}  # client name → Anthropic name
+    system: list[str] = []
+    turns: list[dict] = []
+    for i, msg in enumerate(body["messages"]):
+        where = f"messages[{i}]"
+        _expect(isinstance(msg, dict), f"{where}: expected an object")
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            text = _openai_text(msg.get("content"), f"{where}.content")
+            if text.strip():
+                system.append(text)
+        elif role == "user":
+            turns.append({"role": "user", "content": _openai_user_blocks(msg.get("content"), f"{where}.content")})
+        elif role == "assistant":
+            blocks: list[dict] = []
+            text = _openai_text(msg.get("content"), f"{where}.content")
+            if text:
+                blocks.append({"type": "text", "text": text})
+            if msg.get("tool_calls"):
+                blocks += _tool_call_blocks(msg["tool_calls"], where, names_in)
+            elif isinstance(msg.get("function_call"), dict):
+                fc = msg["function_call"]
+                blocks += _tool_call_blocks([{"id": f"call_fn_{i}", "function": fc}], where, names_in)
+            turns.append({"role": "assistant", "content": blocks})
+        elif role in ("tool", "function"):
+            tool_id = msg.get("tool_call_id") if role == "tool" else f"call_fn_{i - 1}"
+            _expect(isinstance(tool_id, str) and tool_id, f"{where}.tool_call_id: field required")
+            text = _openai_text(msg.get("content"), f"{where}.content")
+            turns.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": sanitize_tool_id(tool_id),
+                                                       "content": text or "(no output)"}]})
+        else:
+            raise bad_request(f"{where}.role: expected system, developer, user, assistant or tool, got {role!r}")
+    out: dict[str, Any] = {"model": backend_model, "messages": _normalise_turns(turns)}
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens
+    if max_tokens_cap:
+        max_tokens = min(max_tokens, max_tokens_cap)
+    out["max_tokens"] = max_tokens
+    tools, tool_choice = _openai_tools(body, names_in)
+    fmt = body.get("response_format")
+    effort = body.get("reasoning_effort")
+    thinking = isinstance(effort, str) and effort in EFFORT_BUDGET
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
+        schema = fmt["json_schema"].get("schema") or {"type": "object"}
+        if thinking:  # a forced tool is not allowed together with thinking
+            system.append("Respond only with a JSON value matching this JSON Schema, no other text:\n"
+                          + json_dumps(schema))
+        else:
+            tools = [t for t in tools if t["name"] != JSON_TOOL] + [{
+                "name": JSON_TOOL, "description": "Give the final answer as JSON matching the schema.",
+                "input_schema": schema if schema.get("type") == "object" else {
+                    "type": "object", "properties": {"value": schema}, "required": ["value"]}}]
+            tool_choice = {"type": "tool", "name": JSON_TOOL}
+    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        system.append("Respond only with a valid JSON object, no other text.")
+    if system:
+        out["system"] = "\n".join(system)
+    if tools:
+        out["tools"] = tools
+    if tool_choice:
+        out["tool_choice"] = tool_choice
+    if body.get("parallel_tool_calls") is False and tools:
+        out["tool_choice"] = {**(out.get("tool_choice") or {"type": "auto"}), "disable_parallel_tool_use": True}
+        if out["tool_choice"]["type"] == "none":
+            del out["tool_choice"]["disable_parallel_tool_use"]
+    if thinking:
+        budget = EFFORT_BUDGET[effort]
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        if out["max_tokens"] <= budget:
+            out["max_tokens"] = budget + DEFAULT_OUTPUT_TOKENS // 2
+        if out.get("tool_choice", {}).get("type") in ("any", "tool"):
+            out["tool_choice"] = {"type": "auto"}  # thinking allows only auto/none tool_choice
+    else:
+        temperature = body.get("temperature")
+        if temperature is not None:
+            out["temperature"] = min(1.0, float(temperature))
+        elif body.get("top_p") is not None:
+            out["top_p"] = body["top_p"]  # newer Claude models refuse temperature and top_p together
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop or []
+    stops = [s for s in stops if s.strip()]
+    if stops:
+        out["stop_sequences"] = stops
+    user = body.get("user") or body.get("safety_identifier")
+    if isinstance(user, str) and user and not _EMAILISH.search(user):
+        out["metadata"] = {"user_id": user[:256]}
+    if body.get("stream"):
+        out["stream"] = True
+    return out
+
+
+def _openai_tools(body: dict, names_in: dict[str, str]) -> tuple[list[dict], dict | None]:
+    raw = body.get("tools")
+    _expect(raw is None or isinstance(raw, list), "tools: expected a list")
+    functions = body.get("functions")
+    _expect(functions is None or isinstance(functions, list), "functions: expected a list")
+    defs = [t.get("function") if isinstance(t, dict) and t.get("type", "function") == "function" else None
+            for t in raw or []] + list(functions or [])
+    tools = []
+    for i, fn in enumerate(defs):
+        if fn is None:
+            continue  # custom/built-in tool types have no Anthropic counterpart
+        _expect(isinstance(fn, dict) and isinstance(fn.get("name"), str) and fn["name"],
+                f"tools[{i}].function.name: expected a function name")
+        params = fn.get("parameters") or {"type": "object", "properties": {}}
+        _expect(isinstance(params, dict), f"tools[{i}].function.parameters: expected a JSON Schema object")
+        if params.get("type") != "object":
+            params = {"type": "object", "properties": params.get("properties", {}), **{
+                k: v for k, v in params.items() if k not in ("type", "properties")}}
+        tool = {"name": names_in.get(fn["name"], anthropic_tool_name(fn["name"])), "input_schema": params}
+        if isinstance(fn.get("description"), str) and fn["description"]:
+            tool["description"] = fn["description"]
+        tools.append(tool)
+    choice = body.get("tool_choice", body.get("function_call"))
+    mapped: dict | None = None
+    if choice is not None and tools:
+        if choice == "none":
+            mapped = {"type": "none"}
+        elif choice == "auto":
+            mapped = {"type": "auto"}
+        elif choice == "required":
+            mapped = {"type": "any"}
+        elif isinstance(choice, dict):
+            name = (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) \
+                else choice.get("name")
+            _expect(isinstance(name, str), "tool_choice.function.name: expected a function name")
+            mapped = {"type": "tool", "name": names_in.get(name, anthropic_tool_name(name))}
+        else:
+            raise bad_request(f"tool_choice: expected none, auto, required or a function, got {choice!r}")
+    return tools, mapped
+
+
+def openai_usage(usage: Any) -> dict:
+    """Anthropic usage → OpenAI usage; OpenAI's prompt_tokens includes cached tokens."""
+    usage = usage if isinstance(usage, dict) else {}
+    cache_read = usage.get("cache_read_input_tokens") or 0
+    prompt = (usage.get("input_tokens") or 0) + cache_read + (usage.get("cache_creation_input_tokens") or 0)
+    completion = usage.get("output_tokens") or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cache_read}}
+
+
+def anthropic_to_openai_response(msg: dict, requested_model: str, tool_names: dict[str, str] | None = None,
+                                 json_tool: bool = False) -> dict:
+    """Translate an Anthropic Message into an OpenAI chat.completion."""
+    if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
+        raise ProxyError(502, "backend answered with something that is not an Anthropic message", "api_error")
+    names = tool_names or {}
+    texts, reasoning, calls = [], [], []
+    for block in msg["content"]:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text", ""))
+        elif kind == "thinking":
+            reasoning.append(block.get("thinking", ""))
+        elif kind == "tool_use":
+            if json_tool and block.get("name") == JSON_TOOL:
+                value = block.get("input", {})
+                texts.append(json_dumps(value["value"] if set(value) == {"value"} else value))
+                continue
+            calls.append({"id": block.get("id") or sanitize_tool_id(None, "call_"), "type": "function",
+                          "function": {"name": names.get(block.get("name"), block.get("name")),
+                                       "arguments": json_dumps(block.get("input", {}))}})
+    stop = msg.get("stop_reason")
+    finish = "tool_calls" if calls else STOP_TO_FINISH.get(stop, "stop")
+    if json_tool and stop == "tool_use" and not calls:
+        finish = "stop"
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
+                               "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    return {"id": "chatcmpl-" + str(msg.get("id") or secrets.token_hex(12)).removeprefix("msg_"),
+            "object": "chat.completion", "created": int(time.time()), "model": requested_model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "usage": openai_usage(msg.get("usage"))}
 
 
 # ======================================================================================================
@@ -1246,6 +1651,120 @@ class OpenAIToAnthropicStream:
         return events
 
 
+class AnthropicToOpenAIStream:
+    """Turns Anthropic stream events into OpenAI ``chat.completion.chunk`` dicts.
+
+    ``feed(event_name, data)`` per event, then ``finish()`` when the upstream ends, or ``fail(error)``. Each call
+    returns the chunks to send; the literal ``"[DONE]"`` marks the end. One stable id; the role only in the first
+    delta; tool calls numbered by their own counter; ``id``/``name`` only in a call's first fragment.
+    """
+
+    def __init__(self, model: str, include_usage: bool = False, tool_names: dict[str, str] | None = None,
+                 json_tool: bool = False):
+        self.model = model
+        self.include_usage = include_usage
+        self.tool_names = tool_names or {}
+        self.json_tool = json_tool
+        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.created = int(time.time())
+        self.started = False
+        self.block_kind: dict[int, str] = {}  # Anthropic block index → "text" | "thinking" | "tool" | "json"
+        self.tool_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool_calls index
+        self.stop_reason: str | None = None
+        self.usage: dict[str, Any] = {}
+        self.done = False
+
+    def _chunk(self, delta: dict | None, finish: str | None = None) -> dict:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": choices}
+
+    def _start(self) -> list[Any]:
+        if self.started:
+            return []
+        self.started = True
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def feed(self, event: str | None, data: dict) -> list[Any]:
+        kind = data.get("type") if isinstance(data, dict) else None
+        kind = kind or event
+        if kind == "error":
+            err = data.get("error") if isinstance(data.get("error"), dict) else {}
+            raise ProxyError(502 if err.get("type") != "overloaded_error" else 529,
+                             str(err.get("message") or "the backend reported an error mid-stream"),
+                             err.get("type") or "api_error")
+        if kind == "message_start":
+            self.usage.update((data.get("message") or {}).get("usage") or {})
+            return self._start()
+        out = self._start()
+        if kind == "content_block_start":
+            idx = data.get("index")
+            block = data.get("content_block") or {}
+            btype = block.get("type")
+            if btype == "tool_use":
+                if self.json_tool and block.get("name") == JSON_TOOL:
+                    self.block_kind[idx] = "json"
+                    return out
+                self.block_kind[idx] = "tool"
+                n = self.tool_index[idx] = len(self.tool_index)
+                name = block.get("name", "")
+                out.append(self._chunk({"tool_calls": [{"index": n, "id": block.get("id"), "type": "function",
+                                                        "function": {"name": self.tool_names.get(name, name),
+                                                                     "arguments": ""}}]}))
+            else:
+                self.block_kind[idx] = btype or "text"
+                if btype == "text" and block.get("text"):
+                    out.append(self._chunk({"content": block["text"]}))
+        elif kind == "content_block_delta":
+            idx = data.get("index")
+            delta = data.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta" and delta.get("text"):
+                out.append(self._chunk({"content": delta["text"]}))
+            elif dtype == "thinking_delta" and delta.get("thinking"):
+                out.append(self._chunk({"reasoning_content": delta["thinking"]}))
+            elif dtype == "input_json_delta" and delta.get("partial_json"):
+                if self.block_kind.get(idx) == "json":
+                    out.append(self._chunk({"content": delta["partial_json"]}))
+                elif idx in self.tool_index:
+                    out.append(self._chunk({"tool_calls": [{"index": self.tool_index[idx],
+                                                            "function": {"arguments": delta["partial_json"]}}]}))
+        elif kind == "message_delta":
+            self.stop_reason = (data.get("delta") or {}).get("stop_reason") or self.stop_reason
+            self.usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+        elif kind == "message_stop":
+            return out + self.finish()
+        return out
+
+    def finish(self) -> list[Any]:
+        """The upstream stream ended. Without a stop_reason it was cut off: that is an error, not an ending."""
+        if self.done:
+            return []
+        if self.stop_reason is None:
+            return self.fail(ProxyError(502, "the backend closed the stream before finishing the answer",
+                                        "api_error"))
+        self.done = True
+        out = self._start()
+        finish = STOP_TO_FINISH.get(self.stop_reason, "stop")
+        if self.tool_index:
+            finish = "tool_calls"
+        elif finish == "tool_calls":
+            finish = "stop"  # the only tool was the JSON-answer tool
+        out.append(self._chunk({}, finish))
+        if self.include_usage:
+            chunk = self._chunk(None)
+            chunk["usage"] = openai_usage(self.usage)
+            out.append(chunk)
+        out.append("[DONE]")
+        return out
+
+    def fail(self, error: ProxyError) -> list[Any]:
+        if self.done:
+            return []
+        self.done = True
+        return [{"error": error.openai_body()["error"]}]
+
+
 def anthropic_message_events(message: dict) -> list[Event]:
     """A complete Anthropic message replayed as stream events (for backends that ignore ``stream: true``)."""
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
@@ -1390,15 +1909,20 @@ async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
 # ======================================================================================================
 
 RETRY_STATUSES = {429, 500, 502, 503, 504, 529}
+ANTHROPIC_VERSION = "2023-06-01"
 
 
 class Upstream:
-    """One shared aiohttp session to the backend: keep-alive, timeouts, retries before the first byte."""
+    """One shared aiohttp session to the backend: keep-alive, timeouts, retries before the first byte.
+
+    Speaks to either backend dialect: ``post_chat`` (OpenAI ``/chat/completions``) and ``post_anthropic``
+    (Anthropic ``/v1/messages``, ``/v1/messages/count_tokens``). Both go through ``_post``.
+    """
 
     def __init__(self, config: Config):
         self.config = config
         self.session: aiohttp.ClientSession | None = None
-        self.learned_limits: dict[str, int] = {}
+        self.learned_limits: dict[str, int] = {}  # backend model → output-token limit it told us
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=256, ttl_dns_cache=300, keepalive_timeout=60)
@@ -1411,33 +1935,69 @@ class Upstream:
         if self.session is not None:
             await self.session.close()
 
-    def headers(self, key: str | None, stream: bool) -> dict[str, str]:
+    def openai_headers(self, key: str | None, stream: bool) -> dict[str, str]:
         h = {"Content-Type": "application/json", "User-Agent": f"claude_proxy/{__version__}",
              "Accept": "text/event-stream" if stream else "application/json"}
         if key:
             h["Authorization"] = f"Bearer {key}"
         return h
 
+    def anthropic_headers(self, key: str | None, version: str | None, beta: str | None) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "User-Agent": f"claude_proxy/{__version__}",
+             "anthropic-version": version or ANTHROPIC_VERSION}
+        if beta:
+            h["anthropic-beta"] = beta
+        if key:
+            h["x-api-key"] = key
+        return h
+
     async def post_chat(self, payload: dict, key: str | None) -> aiohttp.ClientResponse:
-        """POST /chat/completions; returns a 2xx response (body unread) or raises ProxyError.
+        """POST {url}/chat/completions; a 400 naming a smaller ``max_tokens`` limit is retried with it."""
+        headers = self.openai_headers(key, bool(payload.get("stream")))
+        return await self._post(self.config.chat_url, payload, headers, key, self._clamp_max_tokens)
+
+    async def post_anthropic(self, payload: dict, key: str | None, version: str | None = None,
+                             beta: str | None = None, path: str = "/messages") -> aiohttp.ClientResponse:
+        """POST {url}/v1/messages (or count_tokens); also retries once when a model refuses ``thinking.enabled``."""
+        headers = self.anthropic_headers(key, version, beta)
+
+        def fixup(text: str, sent: dict) -> dict | None:
+            return self._clamp_max_tokens(text, sent) or _adaptive_thinking_fixup(text, sent)
+        return await self._post(self.config.anthropic_url + path, payload, headers, key, fixup)
+
+    def _clamp_max_tokens(self, text: str, payload: dict) -> dict | None:
+        tokens_key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+        limit = max_tokens_limit_from_error(text, payload.get(tokens_key) or 0)
+        if not limit:
+            return None
+        model = payload.get("model", "")
+        self.learned_limits[model] = limit
+        log.info("backend model %s allows at most %d output tokens; retrying with that", model, limit)
+        fixed = {**payload, tokens_key: limit}
+        thinking = fixed.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("budget_tokens", 0) >= limit:
+            fixed["thinking"] = {**thinking, "budget_tokens": max(1024, limit // 2)}
+        return fixed
+
+    async def _post(self, url: str, payload: dict, headers: dict[str, str], key: str | None,
+                    fixup: Any) -> aiohttp.ClientResponse:
+        """POST; returns a 2xx response (body unread) or raises ProxyError.
 
         Connection failures, 429 and 5xx are retried with jittered backoff (honouring ``retry-after`` up to
-        30 s); a 400 that names a smaller ``max_tokens`` limit is retried once with that limit.
+        30 s). A 400 is shown once to ``fixup(error_text, payload)``, which may return a corrected payload.
         """
         assert self.session is not None
-        backend_model = payload.get("model", "")
         tokens_key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
-        learned = self.learned_limits.get(backend_model)
-        if learned and payload.get(tokens_key, 0) > learned:
+        learned = self.learned_limits.get(payload.get("model", ""))
+        if learned and isinstance(payload.get(tokens_key), int) and payload[tokens_key] > learned:
             payload = {**payload, tokens_key: learned}
         body = json_dumps(payload).encode()
         secrets_ = (key, self.config.api_key)
         attempt = 0
-        clamped = False
+        fixed = False
         while True:
             try:
-                resp = await self.session.post(self.config.chat_url, data=body,
-                                               headers=self.headers(key, bool(payload.get("stream"))))
+                resp = await self.session.post(url, data=body, headers=headers)
             except asyncio.TimeoutError:
                 error = ProxyError(504, f"timed out connecting to the backend {self.config.url} "
                                         f"(connect timeout {self.config.connect_timeout:g}s)", "timeout_error")
@@ -1449,14 +2009,11 @@ class Upstream:
                     return resp
                 text = await _read_error_body(resp)
                 error = error_from_backend(resp.status, scrub(text, secrets_), resp.headers, self.config.url)
-                if resp.status == 400 and not clamped:
-                    limit = max_tokens_limit_from_error(text, payload.get(tokens_key) or 0)
-                    if limit:
-                        clamped = True
-                        self.learned_limits[backend_model] = limit
-                        log.info("backend model %s allows at most %d output tokens; retrying with that",
-                                 backend_model, limit)
-                        payload = {**payload, tokens_key: limit}
+                if resp.status == 400 and not fixed:
+                    new_payload = fixup(text, payload)
+                    if new_payload is not None:
+                        fixed = True
+                        payload = new_payload
                         body = json_dumps(payload).encode()
                         continue
                 if resp.status not in RETRY_STATUSES:
@@ -1469,6 +2026,17 @@ class Upstream:
             attempt += 1
             log.warning("backend attempt %d failed (%s); retrying in %.1fs", attempt, error.message, delay)
             await asyncio.sleep(delay)
+
+
+def _adaptive_thinking_fixup(text: str, payload: dict) -> dict | None:
+    """Newer Claude models refuse ``thinking.type.enabled``; ask again the way they want (adaptive + effort)."""
+    thinking = payload.get("thinking")
+    if not (isinstance(thinking, dict) and thinking.get("type") == "enabled" and "adaptive" in text):
+        return None
+    budget = thinking.get("budget_tokens") or 0
+    effort = "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+    return {**payload, "thinking": {"type": "adaptive"},
+            "output_config": {**(payload.get("output_config") or {}), "effort": effort}}
 
 
 def _describe(exc: BaseException) -> str:
@@ -1503,8 +2071,13 @@ async def _read_error_body(resp: aiohttp.ClientResponse) -> str:
 
 CONFIG_KEY = web.AppKey("config", Config)
 UPSTREAM_KEY = web.AppKey("upstream", Upstream)
+MODELS_CACHE_KEY = web.AppKey("models_cache", dict)
 REQUEST_ID_KEY: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
+DIALECT_KEY: Any = web.RequestKey("dialect", str) if hasattr(web, "RequestKey") else "dialect"
 MODEL_CREATED = "2025-01-01T00:00:00Z"
+MODELS_TTL = 300.0
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+               "Connection": "keep-alive", "X-Accel-Buffering": "no"}
 
 
 def client_key(request: web.Request) -> str | None:
@@ -1517,11 +2090,25 @@ def client_key(request: web.Request) -> str | None:
     return None
 
 
-def anthropic_error_response(error: ProxyError, request_id: str) -> web.Response:
-    headers = {"request-id": request_id, **error.headers}
+def client_dialect(request: web.Request) -> str:
+    """Which API the caller speaks, so errors and model lists come back in it."""
+    path = request.path
+    if path.startswith(("/v1/chat/", "/chat/", "/v1/completions")):
+        return "openai"
+    if path.rstrip("/").endswith("/models") or "/models/" in path:
+        return "anthropic" if "anthropic-version" in request.headers or "x-api-key" in request.headers else "openai"
+    return "anthropic"
+
+
+def error_response(error: ProxyError, request: web.Request) -> web.Response:
+    headers = {"request-id": request[REQUEST_ID_KEY], **error.headers}
     if error.status >= 500 or error.status == 429:
         headers["x-should-retry"] = "true"
-    return web.Response(status=error.status, text=json_dumps(error.anthropic_body(request_id)),
+    if request[DIALECT_KEY] == "openai":
+        status = 503 if error.status == 529 else error.status  # OpenAI clients do not know 529
+        return web.Response(status=status, text=json_dumps(error.openai_body()), content_type="application/json",
+                            headers=headers)
+    return web.Response(status=error.status, text=json_dumps(error.anthropic_body(request[REQUEST_ID_KEY])),
                         content_type="application/json", headers=headers)
 
 
@@ -1541,13 +2128,13 @@ async def read_json(request: web.Request) -> Any:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    request_id = "req_" + uuid.uuid4().hex[:24]
-    request[REQUEST_ID_KEY] = request_id
+    request[REQUEST_ID_KEY] = "req_" + uuid.uuid4().hex[:24]
+    request[DIALECT_KEY] = client_dialect(request)
     started = time.monotonic()
     try:
         response = await handler(request)
     except ProxyError as exc:
-        response = anthropic_error_response(exc, request_id)
+        response = error_response(exc, request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -1555,42 +2142,46 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         message = {404: f"no route for {request.method} {request.path}",
                    405: f"method {request.method} is not allowed on {request.path}",
                    413: "request body is too large"}.get(exc.status, exc.reason)
-        response = anthropic_error_response(ProxyError(exc.status, message, kind), request_id)
+        response = error_response(ProxyError(exc.status, message, kind), request)
     except Exception:  # a bug in the proxy must still answer in the client's dialect
         log.exception("internal error on %s %s", request.method, request.path)
-        response = anthropic_error_response(ProxyError(500, "internal proxy error; see the proxy log", "api_error"),
-                                            request_id)
+        response = error_response(ProxyError(500, "internal proxy error; see the proxy log", "api_error"), request)
     if not response.prepared:
-        response.headers.setdefault("request-id", request_id)
+        response.headers.setdefault("request-id", request[REQUEST_ID_KEY])
     if request.path not in ("/", "/health"):
-        log.info("%s %s %s → %s %.0fms", request_id, request.method, request.path, response.status,
+        log.info("%s %s %s → %s %.0fms", request[REQUEST_ID_KEY], request.method, request.path, response.status,
                  (time.monotonic() - started) * 1000)
     return response
 
 
+async def _read_backend_json(resp: aiohttp.ClientResponse, config: Config) -> Any:
+    async with resp:
+        try:
+            return await resp.json(loads=json_loads, content_type=None)
+        except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise ProxyError(502, f"backend {config.url} sent an unreadable answer: {_describe(exc)}",
+                             "api_error") from None
+
+
+# ---- Anthropic front door -----------------------------------------------------------------------------
+
 async def handle_messages(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
-    upstream = request.app[UPSTREAM_KEY]
     body = await read_json(request)
     validate_messages_request(body)
-    requested = body["model"]
-    backend_model = config.backend_model(requested)
-    payload = anthropic_to_openai_request(body, backend_model, config.max_tokens, config.reasoning_effort)
-    names = tool_name_map(body.get("tools"))
-    stops = body.get("stop_sequences")
     key = config.api_key or client_key(request)
-    log.debug("%s → %s %s stream=%s", request[REQUEST_ID_KEY], config.chat_url, backend_model, bool(body.get("stream")))
+    if config.backend == "anthropic":
+        return await passthrough(request, body, key, "anthropic")
+    requested = body["model"]
+    payload = anthropic_to_openai_request(body, config.backend_model(requested), config.max_tokens,
+                                          config.reasoning_effort)
+    names = tool_name_map(body.get("tools"))
     if not body.get("stream"):
-        resp = await upstream.post_chat(payload, key)
-        async with resp:
-            try:
-                data = await resp.json(loads=json_loads, content_type=None)
-            except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                raise ProxyError(502, f"backend {config.url} sent an unreadable answer: {_describe(exc)}",
-                                 "api_error") from None
-        message = openai_to_anthropic_response(data, requested, names, stops, count_request_tokens(body))
-        return web.Response(text=json_dumps(message), content_type="application/json",
-                            headers={"request-id": request[REQUEST_ID_KEY]})
+        resp = await request.app[UPSTREAM_KEY].post_chat(payload, key)
+        data = await _read_backend_json(resp, config)
+        message = openai_to_anthropic_response(data, requested, names, body.get("stop_sequences"),
+                                               count_request_tokens(body))
+        return web.Response(text=json_dumps(message), content_type="application/json")
     return await stream_messages(request, body, payload, key, names)
 
 
@@ -1600,9 +2191,7 @@ async def stream_messages(request: web.Request, body: dict, payload: dict, key: 
     resp = await request.app[UPSTREAM_KEY].post_chat(payload, key)
     translator = OpenAIToAnthropicStream(body["model"], count_request_tokens(body), names,
                                          body.get("stop_sequences"))
-    out = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                      "Cache-Control": "no-cache", "Connection": "keep-alive",
-                                      "request-id": request[REQUEST_ID_KEY], "X-Accel-Buffering": "no"})
+    out = web.StreamResponse(headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
     async with resp:
         await out.prepare(request)
         if "json" in resp.headers.get("content-type", ""):
@@ -1611,12 +2200,13 @@ async def stream_messages(request: web.Request, body: dict, payload: dict, key: 
                 data = await resp.json(loads=json_loads, content_type=None)
                 message = openai_to_anthropic_response(data, body["model"], names, body.get("stop_sequences"),
                                                        translator.input_estimate)
-                await out.write(sse_frames(anthropic_message_events(message)))
+                events = anthropic_message_events(message)
             except ProxyError as exc:
-                await out.write(sse_frames(translator.start() + translator.fail(exc)))
+                events = translator.start() + translator.fail(exc)
             except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                await out.write(sse_frames(translator.start() + translator.fail(ProxyError(
-                    502, f"backend {config.url} sent an unreadable answer: {_describe(exc)}"))))
+                events = translator.start() + translator.fail(ProxyError(
+                    502, f"backend {config.url} sent an unreadable answer: {_describe(exc)}"))
+            await out.write(sse_frames(events))
             await out.write_eof()
             return out
         await out.write(sse_frames(translator.start()))
@@ -1640,36 +2230,186 @@ async def stream_messages(request: web.Request, body: dict, payload: dict, key: 
             events = translator.finish(saw_done)
         except ProxyError as exc:
             events = translator.fail(exc)
-        except asyncio.TimeoutError:
-            events = translator.fail(ProxyError(504, f"backend {config.url} sent nothing for "
-                                                     f"{config.read_timeout:g}s mid-stream", "timeout_error"))
-        except aiohttp.ClientError as exc:
-            events = translator.fail(ProxyError(502, f"backend stream from {config.url} broke: {_describe(exc)}",
-                                                "api_error"))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            events = translator.fail(_stream_break(exc, config))
         if events:
             if events[-1][0] == "error":
-                log.warning("%s stream ended in error: %s", request[REQUEST_ID_KEY], events[-1][1]["error"]["message"])
+                log.warning("%s stream ended in error: %s", request[REQUEST_ID_KEY],
+                            events[-1][1]["error"]["message"])
             await out.write(sse_frames(events))
         await out.write_eof()
     return out
 
 
+def _stream_break(exc: BaseException, config: Config) -> ProxyError:
+    if isinstance(exc, asyncio.TimeoutError):
+        return ProxyError(504, f"backend {config.url} sent nothing for {config.read_timeout:g}s mid-stream",
+                          "timeout_error")
+    return ProxyError(502, f"backend stream from {config.url} broke: {_describe(exc)}", "api_error")
+
+
 async def handle_count_tokens(request: web.Request) -> web.Response:
+    config = request.app[CONFIG_KEY]
     body = await read_json(request)
     validate_messages_request(body, count_only=True)
+    if config.backend == "anthropic":  # the backend can count exactly
+        payload = {**body, "model": config.backend_model(body["model"])}
+        resp = await request.app[UPSTREAM_KEY].post_anthropic(
+            payload, config.api_key or client_key(request), request.headers.get("anthropic-version"),
+            request.headers.get("anthropic-beta"), path="/messages/count_tokens")
+        return web.json_response(await _read_backend_json(resp, config), dumps=json_dumps)
     return web.json_response({"input_tokens": count_request_tokens(body)})
+
+
+# ---- OpenAI front door --------------------------------------------------------------------------------
+
+async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
+    config = request.app[CONFIG_KEY]
+    body = await read_json(request)
+    validate_chat_request(body)
+    key = config.api_key or client_key(request)
+    if config.backend == "openai":
+        return await passthrough(request, body, key, "openai")
+    requested = body["model"]
+    payload = openai_to_anthropic_request(body, config.backend_model(requested), config.max_tokens)
+    names = openai_request_tool_names(body)
+    json_tool = (payload.get("tool_choice") or {}).get("name") == JSON_TOOL
+    resp = await request.app[UPSTREAM_KEY].post_anthropic(payload, key)
+    if not body.get("stream"):
+        data = await _read_backend_json(resp, config)
+        return web.Response(text=json_dumps(anthropic_to_openai_response(data, requested, names, json_tool)),
+                            content_type="application/json")
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    translator = AnthropicToOpenAIStream(requested, include_usage, names, json_tool)
+    out = web.StreamResponse(headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
+    async with resp:
+        await out.prepare(request)
+        try:
+            async for event in iter_sse(resp):
+                if event.event == "ping":
+                    await out.write(b": ping\n\n")
+                    continue
+                try:
+                    data = json_loads(event.data)
+                except ValueError:
+                    raise ProxyError(502, f"backend sent a stream event that is not JSON: {event.data[:200]!r}",
+                                     "api_error") from None
+                chunks = translator.feed(event.event, data)
+                if chunks:
+                    await out.write(openai_frames(chunks))
+                if translator.done:
+                    break
+            chunks = translator.finish()
+        except ProxyError as exc:
+            chunks = translator.fail(exc)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            chunks = translator.fail(_stream_break(exc, config))
+        if chunks:
+            await out.write(openai_frames(chunks))
+        await out.write_eof()
+    return out
+
+
+def openai_frames(chunks: list[Any]) -> bytes:
+    return b"".join(b"data: [DONE]\n\n" if c == "[DONE]" else b"data: " + json_dumps(c).encode() + b"\n\n"
+                    for c in chunks)
+
+
+# ---- pass-through (client and backend speak the same dialect) ---------------------------------------------
+
+_OPENAI_FINISHED = re.compile(rb'\[DONE\]|"finish_reason"\s*:\s*"')
+
+
+async def passthrough(request: web.Request, body: dict, key: str | None, dialect: str) -> web.StreamResponse:
+    """Forward a request to a backend of the same dialect: the model mapped, the key injected, the answer
+    relayed byte for byte. A stream that breaks or ends unfinished gets an error frame of the client's dialect."""
+    config = request.app[CONFIG_KEY]
+    upstream = request.app[UPSTREAM_KEY]
+    payload = {**body, "model": config.backend_model(body["model"])}
+    tokens_key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+    if config.max_tokens and isinstance(payload.get(tokens_key), int):
+        payload[tokens_key] = min(payload[tokens_key], config.max_tokens)
+    if dialect == "anthropic":
+        resp = await upstream.post_anthropic(payload, key, request.headers.get("anthropic-version"),
+                                             request.headers.get("anthropic-beta"))
+    else:
+        resp = await upstream.post_chat(payload, key)
+    if not body.get("stream"):
+        async with resp:
+            try:
+                raw = await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise _stream_break(exc, config) from None
+        return web.Response(body=raw, status=resp.status, content_type="application/json")
+    out = web.StreamResponse(status=resp.status, headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
+    finished = False
+    tail = b""
+    error: ProxyError | None = None
+    async with resp:
+        await out.prepare(request)
+        try:
+            async for chunk in resp.content.iter_any():
+                await out.write(chunk)
+                if not finished:
+                    window = tail + chunk
+                    finished = (b"event: message_stop" in window or b'"type":"message_stop"' in window or
+                                b"event: error" in window) if dialect == "anthropic" else bool(
+                        _OPENAI_FINISHED.search(window))
+                    tail = window[-64:]
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            error = _stream_break(exc, config)
+        if error is None and not finished:
+            error = ProxyError(502, "the backend closed the stream before finishing the answer", "api_error")
+        if error is not None:
+            log.warning("%s pass-through stream ended in error: %s", request[REQUEST_ID_KEY], error.message)
+            frame = sse_frame("error", {"type": "error", "error": {"type": error.kind, "message": error.message}}) \
+                if dialect == "anthropic" else openai_frames([error.openai_body()])
+            await out.write(b"\n\n" + frame)
+        await out.write_eof()
+    return out
+
+
+# ---- models and probes ----------------------------------------------------------------------------------
+
+async def upstream_models(request: web.Request) -> list[str]:
+    """Model ids the backend lists, cached for five minutes per key; [] when the backend cannot say."""
+    config = request.app[CONFIG_KEY]
+    key = config.api_key or client_key(request)
+    cache = request.app[MODELS_CACHE_KEY]
+    cache_key = hashlib.sha256((key or "").encode()).hexdigest()
+    hit = cache.get(cache_key)
+    if hit and time.monotonic() - hit[0] < MODELS_TTL:
+        return hit[1]
+    upstream = request.app[UPSTREAM_KEY]
+    assert upstream.session is not None
+    if config.backend == "anthropic":
+        url, headers = config.anthropic_url + "/models?limit=1000", upstream.anthropic_headers(key, None, None)
+    else:
+        url, headers = config.url + "/models", upstream.openai_headers(key, False)
+    ids: list[str] = []
+    try:
+        async with upstream.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            if resp.status == 200:
+                data = await resp.json(loads=json_loads, content_type=None)
+                items = data.get("data") if isinstance(data, dict) else data
+                ids = [m.get("id") or m.get("name") for m in items or [] if isinstance(m, dict)]
+                ids = [i for i in ids if isinstance(i, str)]
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError) as exc:
+        log.info("backend model list unavailable: %s", _describe(exc))
+    cache[cache_key] = (time.monotonic(), ids)
+    return ids
 
 
 async def handle_models(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
-    data = []
-    for client_id, backend in config.mapped_models():
-        if any(d["id"] == client_id for d in data):
-            continue
-        data.append({"type": "model", "id": client_id, "display_name": f"{client_id} → {backend}",
-                     "created_at": MODEL_CREATED})
-    return web.json_response({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                              "last_id": data[-1]["id"] if data else None})
+    ids = list(dict.fromkeys([client for client, _ in config.mapped_models()] + await upstream_models(request)))
+    if request[DIALECT_KEY] == "openai":
+        owner = "anthropic" if config.backend == "anthropic" else "claude_proxy"
+        return web.json_response({"object": "list", "data": [
+            {"id": i, "object": "model", "created": 1735689600, "owned_by": owner} for i in ids]}, dumps=json_dumps)
+    data = [{"type": "model", "id": i, "display_name": i, "created_at": MODEL_CREATED} for i in ids]
+    return web.json_response({"data": data, "has_more": False, "first_id": ids[0] if ids else None,
+                              "last_id": ids[-1] if ids else None}, dumps=json_dumps)
 
 
 async def handle_root(request: web.Request) -> web.Response:
@@ -1677,7 +2417,8 @@ async def handle_root(request: web.Request) -> web.Response:
 
 
 async def handle_health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "backend": request.app[CONFIG_KEY].url})
+    config = request.app[CONFIG_KEY]
+    return web.json_response({"status": "ok", "backend": config.url, "backend_dialect": config.backend})
 
 
 def make_app(config: Config) -> web.Application:
@@ -1685,6 +2426,7 @@ def make_app(config: Config) -> web.Application:
     app[CONFIG_KEY] = config
     upstream = Upstream(config)
     app[UPSTREAM_KEY] = upstream
+    app[MODELS_CACHE_KEY] = {}
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await upstream.start()
@@ -1694,7 +2436,10 @@ def make_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/messages", handle_messages)
     app.router.add_post("/v1/messages/count_tokens", handle_count_tokens)
+    app.router.add_post("/v1/chat/completions", handle_chat_completions)
+    app.router.add_post("/chat/completions", handle_chat_completions)  # clients configured without /v1
     app.router.add_get("/v1/models", handle_models)
+    app.router.add_get("/models", handle_models)
     app.router.add_get("/health", handle_health)
     app.router.add_get("/", handle_root)  # GET routes answer HEAD too
     app.router.add_get("/api/hello", handle_root)
@@ -1711,10 +2456,11 @@ def startup_lines(config: Config) -> list[str]:
     base = f"http://{config.host if ':' not in config.host else '[' + config.host + ']'}:{config.port}"
     key = f"key {redact_key(config.api_key)}" if config.api_key else "key: the client's own"
     return [
-        f"claude_proxy {__version__} listening on {base} → {config.chat_url} ({key}); "
+        f"claude_proxy {__version__} listening on {base} → {config.endpoint} ({key}); "
         f"model {model}{'; ' + mapping if mapping else ''}",
         f"  export ANTHROPIC_BASE_URL={base}",
         f"  export ANTHROPIC_API_KEY={'any-value' if config.api_key else '<your backend key>'}",
+        f"  OpenAI clients: base URL {base}/v1",
     ]
 
 
@@ -1760,16 +2506,23 @@ def _build_cli():  # click is imported lazily so the module imports without it
       python claude_proxy.py --url api.deepseek.com/v1 --api-key sk-... --model deepseek-chat
       python claude_proxy.py --url api.groq.com/openai/v1 --api-key gsk_... \\
           --model llama-3.3-70b-versatile --haiku-model llama-3.1-8b-instant
+      python claude_proxy.py --backend anthropic --api-key sk-ant-... --model claude-sonnet-4-5
     \b
     Then:  ANTHROPIC_BASE_URL=http://127.0.0.1:8082 ANTHROPIC_API_KEY=unused claude
+    or an OpenAI client (LibreChat, SillyTavern, openai SDK) at http://127.0.0.1:8082/v1
 
     Every option can also be set in the environment (CLAUDE_PROXY_<OPTION>, e.g. CLAUDE_PROXY_URL);
     OPENAI_BASE_URL and OPENAI_API_KEY are used when the CLAUDE_PROXY_ ones are unset.
     """
 
     @click.command(help=help_text, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-    @click.option("--url", envvar=["CLAUDE_PROXY_URL", "OPENAI_BASE_URL"], default=DEFAULT_URL, show_default=True,
-                  help="Backend base URL; /chat/completions is appended. https:// is assumed, http:// for localhost.")
+    @click.option("--url", envvar=["CLAUDE_PROXY_URL", "OPENAI_BASE_URL"], default=None,
+                  help=f"Backend base URL; /chat/completions (or /v1/messages) is appended. https:// is assumed, "
+                       f"http:// for localhost. [default: {DEFAULT_URL}, or {DEFAULT_ANTHROPIC_URL} with "
+                       f"--backend anthropic]")
+    @click.option("--backend", envvar="CLAUDE_PROXY_BACKEND", default="openai", show_default=True,
+                  type=click.Choice(BACKENDS),
+                  help="The backend's dialect: an OpenAI-compatible /chat/completions, or Anthropic /v1/messages.")
     @click.option("--api-key", envvar=["CLAUDE_PROXY_API_KEY", "OPENAI_API_KEY"], default=None,
                   help="Backend key (sent as Authorization: Bearer). Unset: the client's own key is forwarded.")
     @click.option("--model", envvar="CLAUDE_PROXY_MODEL", default=None,

@@ -116,7 +116,7 @@ def test_scrub_removes_keys():
      "`context_window` for this model", 64000, 32768),
     ("This model's maximum context length is 32768 tokens. However, you requested 66000 tokens (2000 in the "
      "messages, 64000 in the completion). Please reduce the length of the messages or completion.", 64000, 30768),
-    ("max_tokens: 64000 > 8192, which is the maximum allowed number of output tokens for model-x", 64000, None),
+    ("max_tokens: 64000 > 8192, which is the maximum allowed number of output tokens for model-x", 64000, 8192),
     ("Invalid 'messages[1].content': string too long", 64000, None),
     ("max_tokens must be at most 100000", 64000, None),  # a limit above the request is no reason to retry
 ])
