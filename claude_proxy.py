@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""claude_proxy: serve the Anthropic Messages API from any OpenAI-compatible backend.
+"""claude_proxy: an API translator between the Anthropic Messages and OpenAI Chat Completions dialects.
 
-Claude Code, the ``anthropic`` SDK and other Anthropic clients call ``POST /v1/messages``; the proxy translates
-each request to ``POST {url}/chat/completions`` on OpenAI, Gemini, DeepSeek, Groq, OpenRouter, Ollama, vLLM or
-llama.cpp, and translates the answer (JSON or SSE stream) back, event for event.
+Anthropic front door: Claude Code, the ``anthropic`` SDK and other Anthropic clients call ``POST /v1/messages``;
+the proxy translates each request to ``POST {url}/chat/completions`` on OpenAI, Gemini, DeepSeek, Groq,
+OpenRouter, Ollama, vLLM or llama.cpp, and translates the answer (JSON or SSE stream) back, event for event.
+
+OpenAI front door: LibreChat, SillyTavern, Open WebUI and the ``openai`` SDK call ``POST /v1/chat/completions``
+and reach Claude through an Anthropic backend (``--backend anthropic``). Same-dialect pairs are passed through.
 
 Usage::
 
@@ -13,17 +16,17 @@ Usage::
     # DeepSeek for everything Claude Code asks for
     python claude_proxy.py --url api.deepseek.com/v1 --api-key sk-... --model deepseek-chat
 
-    # one provider, a cheaper model for haiku requests
-    python claude_proxy.py --url api.groq.com/openai/v1 --api-key gsk_... \\
-        --model llama-3.3-70b-versatile --haiku-model llama-3.1-8b-instant
+    # OpenAI-only tools (LibreChat, SillyTavern) reach Claude at http://127.0.0.1:8082/v1
+    python claude_proxy.py --backend anthropic --api-key sk-ant-... --model claude-sonnet-4-5
 
 Then point Claude Code at it::
 
     ANTHROPIC_BASE_URL=http://127.0.0.1:8082 ANTHROPIC_API_KEY=unused claude
 
 The module is importable: translators are pure functions (``anthropic_to_openai_request``,
-``openai_to_anthropic_response``), the stream translator is ``OpenAIToAnthropicStream``, SSE parsing is
-``SSEParser``, and ``make_app(config)`` builds the aiohttp application.
+``openai_to_anthropic_response``, ``openai_to_anthropic_request``, ``anthropic_to_openai_response``), the stream
+translators are ``OpenAIToAnthropicStream`` and ``AnthropicToOpenAIStream``, SSE parsing is ``SSEParser``, and
+``make_app(config)`` builds the aiohttp application.
 """
 
 from __future__ import annotations
@@ -2040,6 +2043,11 @@ def _adaptive_thinking_fixup(text: str, payload: dict) -> dict | None:
 
 
 def _describe(exc: BaseException) -> str:
+    """A short cause for a client-side aiohttp failure, without aiohttp's internals."""
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the connection closed mid-answer"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
     text = str(exc) or exc.__class__.__name__
     return text.split(" [", 1)[0] if "Cannot connect" in text else text
 
