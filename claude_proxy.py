@@ -35,6 +35,7 @@ import asyncio
 import base64
 import codecs
 import hashlib
+import hmac
 import ipaddress
 import json
 import logging
@@ -43,6 +44,7 @@ import os
 import random
 import re
 import secrets
+import signal
 import sys
 import time
 import uuid
@@ -129,6 +131,11 @@ class Config:
     retries: int = 2
     max_body: int = 32 * 1024 * 1024
     log_level: str = "info"
+    proxy_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    drain_timeout: float = 30.0
+    ping_interval: float = 15.0
+    max_connections: int = 1000
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -139,6 +146,17 @@ class Config:
             raise ValueError("--max-tokens must be at least 1")
         if self.reasoning_effort not in REASONING_EFFORT_CHOICES:
             raise ValueError(f"--reasoning-effort must be one of {', '.join(REASONING_EFFORT_CHOICES)}")
+        for name in ("connect_timeout", "read_timeout", "ping_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive")
+        keys = tuple(k.strip() for item in self.proxy_keys for k in item.split(",") if k.strip())
+        object.__setattr__(self, "proxy_keys", keys)
+        origins = tuple(o.strip().rstrip("/") for item in self.cors_origins for o in item.split(",") if o.strip())
+        object.__setattr__(self, "cors_origins", origins)
+
+    @property
+    def loopback_only(self) -> bool:
+        return _is_loopback_name(self.host.strip("[]"))
 
     @property
     def chat_url(self) -> str:
@@ -334,8 +352,8 @@ def openai_tool_name(name: str) -> str:
 
 def tool_name_map(tools: Any) -> dict[str, str]:
     """OpenAI function name → Anthropic tool name, for the names ``openai_tool_name`` had to change."""
-    out = {}
-    for tool in tools or []:
+    out: dict[str, str] = {}
+    for tool in tools if isinstance(tools, list) else []:
         if isinstance(tool, dict) and isinstance(tool.get("name"), str):
             short = openai_tool_name(tool["name"])
             if short != tool["name"]:
@@ -386,8 +404,9 @@ def sanitize_schema(schema: Any, defs: dict | None = None, depth: int = 0) -> An
                 out["nullable"] = True
         elif key == "format" and value not in FORMATS_KEPT:
             continue
-        elif key == "required" and isinstance(value, list):
-            out[key] = [r for r in value if isinstance(r, str)]
+        elif key == "required":
+            if isinstance(value, list):
+                out[key] = [r for r in value if isinstance(r, str)]
         else:
             out[key] = value
     if "allOf" in out and isinstance(out["allOf"], list):
@@ -978,6 +997,8 @@ def estimate_text_tokens(text: str) -> int:
     """
     if not text:
         return 0
+    if not isinstance(text, str):  # counting must never fail on odd input: count what it would serialise to
+        text = json_dumps(text)
     total = 0.0
     for piece in _TOKEN_PIECE.findall(text):
         c = piece[-1]
@@ -999,6 +1020,13 @@ def estimate_text_tokens(text: str) -> int:
 
 
 def _block_tokens(block: Any) -> float:
+    try:
+        return _block_tokens_unchecked(block)
+    except (TypeError, AttributeError, ValueError):  # malformed block: count its text, never fail
+        return estimate_text_tokens(json_dumps(block) if not isinstance(block, str) else block)
+
+
+def _block_tokens_unchecked(block: Any) -> float:
     if isinstance(block, str):
         return estimate_text_tokens(block)
     if not isinstance(block, dict):
@@ -1030,7 +1058,8 @@ def count_request_tokens(body: dict) -> int:
         total += estimate_text_tokens(system)
     elif isinstance(system, list):
         total += sum(_block_tokens(b) for b in system)
-    for msg in body.get("messages") or []:
+    messages = body.get("messages")
+    for msg in messages if isinstance(messages, list) else []:
         if not isinstance(msg, dict):
             continue
         total += 4
@@ -1045,7 +1074,7 @@ def count_request_tokens(body: dict) -> int:
         for tool in tools:
             if isinstance(tool, dict):
                 total += 10 + estimate_text_tokens(tool.get("name", "")) + estimate_text_tokens(
-                    tool.get("description", "") if isinstance(tool.get("description"), str) else "")
+                    tool.get("description", ""))
                 if "input_schema" in tool:
                     total += estimate_text_tokens(json_dumps(tool["input_schema"]))
     return max(1, round(total))
@@ -1071,7 +1100,8 @@ def anthropic_tool_name(name: str) -> str:
 def openai_request_tool_names(body: dict) -> dict[str, str]:
     """Anthropic tool name → the client's OpenAI function name, for the names that had to change."""
     out = {}
-    for tool in (body.get("tools") or []) + (body.get("functions") or []):
+    tools, functions = body.get("tools"), body.get("functions")
+    for tool in (tools if isinstance(tools, list) else []) + (functions if isinstance(functions, list) else []):
         if isinstance(tool, dict):
             fn = tool.get("function", tool) if tool.get("type", "function") == "function" else {}
             name = fn.get("name") if isinstance(fn, dict) else None
@@ -1898,6 +1928,53 @@ def sse_frames(events: list[Event]) -> bytes:
     return b"".join(sse_frame(e, d) for e, d in events)
 
 
+ANTHROPIC_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
+OPENAI_PING = b": ping\n\n"
+
+
+class KeepAliveWriter:
+    """Writes to a stream response, and a keep-alive frame whenever it has been silent for ``interval`` seconds,
+    so proxies and load balancers between client and proxy do not cut a long-thinking answer.
+
+    One sleeping task per stream (not one per chunk). Pings only go out at frame boundaries: pass-through
+    relays raw bytes and says whether they ended one (``boundary``).
+    """
+
+    def __init__(self, out: web.StreamResponse, frame: bytes, interval: float):
+        self.out = out
+        self.frame = frame
+        self.interval = interval
+        self.loop = asyncio.get_running_loop()
+        self.last = self.loop.time()
+        self.at_boundary = True
+        self.pings = 0
+        self.task: asyncio.Task | None = None
+
+    def __enter__(self) -> "KeepAliveWriter":
+        self.task = self.loop.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def write(self, data: bytes, boundary: bool = True) -> None:
+        self.last = self.loop.time()
+        self.at_boundary = boundary
+        await self.out.write(data)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.0, self.last + self.interval - self.loop.time()))
+            if self.loop.time() - self.last >= self.interval and self.at_boundary:
+                self.last = self.loop.time()
+                self.pings += 1
+                try:
+                    await self.out.write(self.frame)
+                except (ConnectionError, RuntimeError):  # client gone; the handler is being cancelled
+                    return
+
+
 async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
     parser = SSEParser()
     async for chunk in response.content.iter_any():
@@ -1928,7 +2005,9 @@ class Upstream:
         self.learned_limits: dict[str, int] = {}  # backend model → output-token limit it told us
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=512, limit_per_host=256, ttl_dns_cache=300, keepalive_timeout=60)
+        # No per-host cap: a proxy usually has one backend, and a cap would queue streams behind slow ones.
+        connector = aiohttp.TCPConnector(limit=self.config.max_connections, limit_per_host=0, ttl_dns_cache=300,
+                                         keepalive_timeout=60)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout,
                                         sock_read=self.config.read_timeout)
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
@@ -1984,6 +2063,14 @@ class Upstream:
 
     async def _post(self, url: str, payload: dict, headers: dict[str, str], key: str | None,
                     fixup: Any) -> aiohttp.ClientResponse:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("→ POST %s model=%s stream=%s messages=%d tools=%d key=%s", redact_url(url),
+                      payload.get("model"), bool(payload.get("stream")), len(payload.get("messages") or []),
+                      len(payload.get("tools") or []), redact_key(key))
+        return await self._post_with_retries(url, payload, headers, key, fixup)
+
+    async def _post_with_retries(self, url: str, payload: dict, headers: dict[str, str], key: str | None,
+                                 fixup: Any) -> aiohttp.ClientResponse:
         """POST; returns a 2xx response (body unread) or raises ProxyError.
 
         Connection failures, 429 and 5xx are retried with jittered backoff (honouring ``retry-after`` up to
@@ -2001,9 +2088,12 @@ class Upstream:
         while True:
             try:
                 resp = await self.session.post(url, data=body, headers=headers)
-            except asyncio.TimeoutError:
+            except asyncio.TimeoutError as exc:
+                if _is_read_timeout(exc):  # the backend accepted and then said nothing: retrying would wait again
+                    raise ProxyError(504, f"the backend {self.config.url} sent no answer within "
+                                          f"{self.config.read_timeout:g}s (--read-timeout)", "timeout_error") from None
                 error = ProxyError(504, f"timed out connecting to the backend {self.config.url} "
-                                        f"(connect timeout {self.config.connect_timeout:g}s)", "timeout_error")
+                                        f"(--connect-timeout {self.config.connect_timeout:g}s)", "timeout_error")
             except aiohttp.ClientError as exc:
                 error = ProxyError(502, scrub(f"cannot reach the backend {self.config.url}: {_describe(exc)}",
                                               secrets_), "api_error")
@@ -2040,6 +2130,13 @@ def _adaptive_thinking_fixup(text: str, payload: dict) -> dict | None:
     effort = "low" if budget < 4096 else "medium" if budget < 16384 else "high"
     return {**payload, "thinking": {"type": "adaptive"},
             "output_config": {**(payload.get("output_config") or {}), "effort": effort}}
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    read_timeout = getattr(aiohttp, "SocketTimeoutError", None)
+    if read_timeout is not None:
+        return isinstance(exc, read_timeout)
+    return "read" in str(exc).lower()
 
 
 def _describe(exc: BaseException) -> str:
@@ -2086,6 +2183,17 @@ MODEL_CREATED = "2025-01-01T00:00:00Z"
 MODELS_TTL = 300.0
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
                "Connection": "keep-alive", "X-Accel-Buffering": "no"}
+OPEN_PATHS = {"/", "/health", "/api/hello"}  # probes answer without a proxy key; they reveal nothing
+
+
+@dataclass
+class ServerState:
+    """What graceful shutdown needs: whether we are draining, and the requests still in flight."""
+    draining: bool = False
+    inflight: set = field(default_factory=set)
+
+
+STATE_KEY = web.AppKey("state", ServerState)
 
 
 def client_key(request: web.Request) -> str | None:
@@ -2096,6 +2204,14 @@ def client_key(request: web.Request) -> str | None:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
     return None
+
+
+def backend_key(request: web.Request) -> str | None:
+    """The configured key; else the client's own, unless it is a proxy key (those never leave the proxy)."""
+    config = request.app[CONFIG_KEY]
+    if config.api_key or config.proxy_keys:
+        return config.api_key
+    return client_key(request)
 
 
 def client_dialect(request: web.Request) -> str:
@@ -2120,12 +2236,23 @@ def error_response(error: ProxyError, request: web.Request) -> web.Response:
                         content_type="application/json", headers=headers)
 
 
+def error_frame(error: ProxyError, dialect: str) -> bytes:
+    """An in-band error for a stream that has already started, in the client's dialect."""
+    if dialect == "openai":
+        return openai_frames([error.openai_body()])
+    return sse_frame("error", {"type": "error", "error": {"type": error.kind, "message": error.message}})
+
+
+SHUTDOWN_ERROR = ProxyError(503, "the proxy is shutting down; the answer was cut off (retry the request)",
+                            "overloaded_error")
+
+
 async def read_json(request: web.Request) -> Any:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise ProxyError(413, f"request body is larger than the {request.app[CONFIG_KEY].max_body} byte limit",
-                         "request_too_large") from None
+        raise ProxyError(413, f"request body is larger than the {request.app[CONFIG_KEY].max_body} byte limit "
+                              f"(--max-body)", "request_too_large") from None
     if not raw.strip():
         raise bad_request("request body is empty; expected a JSON object")
     try:
@@ -2134,13 +2261,42 @@ async def read_json(request: web.Request) -> Any:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
 
 
+def check_access(request: web.Request) -> None:
+    """Host check against DNS rebinding on a loopback bind, then the proxy key if one is configured."""
+    config = request.app[CONFIG_KEY]
+    if config.loopback_only and not config.proxy_keys:
+        host = (request.host or "").rsplit(":", 1)[0] if not (request.host or "").startswith("[") else \
+            (request.host or "")[1:].split("]")[0]
+        if host and not _is_loopback_name(host):
+            raise ProxyError(403, f"Host {host!r} is not allowed: the proxy listens on loopback only "
+                                  f"(a web page may be trying DNS rebinding)", "permission_error")
+    if config.proxy_keys and request.path not in OPEN_PATHS:
+        presented = client_key(request) or ""
+        # compare against every key, always, so timing says nothing about which or how much matched
+        ok = False
+        for key in config.proxy_keys:
+            ok |= hmac.compare_digest(presented.encode(), key.encode())
+        if not ok:
+            raise ProxyError(401, "missing or wrong proxy key: send one of the --proxy-key values as x-api-key or "
+                                  "Authorization: Bearer", "authentication_error")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     request[REQUEST_ID_KEY] = "req_" + uuid.uuid4().hex[:24]
     request[DIALECT_KEY] = client_dialect(request)
+    state = request.app[STATE_KEY]
     started = time.monotonic()
+    task = asyncio.current_task()
+    state.inflight.add(task)
     try:
-        response = await handler(request)
+        if request.method == "OPTIONS":
+            response = web.Response(status=204)
+        else:
+            check_access(request)
+            if state.draining and request.path not in OPEN_PATHS:
+                raise ProxyError(503, "the proxy is shutting down; retry shortly", "overloaded_error")
+            response = await handler(request)
     except ProxyError as exc:
         response = error_response(exc, request)
     except web.HTTPException as exc:
@@ -2154,12 +2310,36 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except Exception:  # a bug in the proxy must still answer in the client's dialect
         log.exception("internal error on %s %s", request.method, request.path)
         response = error_response(ProxyError(500, "internal proxy error; see the proxy log", "api_error"), request)
+    finally:
+        state.inflight.discard(task)
     if not response.prepared:
         response.headers.setdefault("request-id", request[REQUEST_ID_KEY])
-    if request.path not in ("/", "/health"):
+    if request.path not in OPEN_PATHS:
         log.info("%s %s %s → %s %.0fms", request[REQUEST_ID_KEY], request.method, request.path, response.status,
                  (time.monotonic() - started) * 1000)
     return response
+
+
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """CORS only for the configured origins; ``*`` never together with credentials."""
+    origins = request.app[CONFIG_KEY].cors_origins
+    origin = request.headers.get("Origin")
+    if not origins or not origin:
+        return
+    if "*" in origins:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    elif origin.rstrip("/") in origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    else:
+        return
+    response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    response.headers["Access-Control-Allow-Headers"] = (
+        "Content-Type, Authorization, x-api-key, anthropic-version, anthropic-beta, "
+        "anthropic-dangerous-direct-browser-access, x-stainless-os, x-stainless-lang, x-stainless-package-version, "
+        "x-stainless-runtime, x-stainless-runtime-version, x-stainless-arch, x-stainless-retry-count, "
+        "x-stainless-timeout")
+    response.headers["Access-Control-Max-Age"] = "600"
 
 
 async def _read_backend_json(resp: aiohttp.ClientResponse, config: Config) -> Any:
@@ -2167,8 +2347,32 @@ async def _read_backend_json(resp: aiohttp.ClientResponse, config: Config) -> An
         try:
             return await resp.json(loads=json_loads, content_type=None)
         except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
+                raise _stream_break(exc, config) from None
             raise ProxyError(502, f"backend {config.url} sent an unreadable answer: {_describe(exc)}",
                              "api_error") from None
+
+
+def _stream_break(exc: BaseException, config: Config) -> ProxyError:
+    if isinstance(exc, asyncio.TimeoutError):
+        return ProxyError(504, f"backend {config.url} sent nothing for {config.read_timeout:g}s (--read-timeout)",
+                          "timeout_error")
+    return ProxyError(502, f"backend {config.url} broke off: {_describe(exc)}", "api_error")
+
+
+async def _cut_by_shutdown(request: web.Request, writer: KeepAliveWriter, dialect: str) -> bool:
+    """Called when a stream's handler is cancelled. If that is the drain deadline (not a client that left), tell
+    the client why and return True: the handler then ends the response cleanly instead of dying mid-stream."""
+    if not request.app[STATE_KEY].draining:
+        return False
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    try:
+        await writer.out.write(error_frame(SHUTDOWN_ERROR, dialect))
+    except (ConnectionError, RuntimeError):
+        pass
+    return True
 
 
 # ---- Anthropic front door -----------------------------------------------------------------------------
@@ -2177,7 +2381,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
     body = await read_json(request)
     validate_messages_request(body)
-    key = config.api_key or client_key(request)
+    key = backend_key(request)
     if config.backend == "anthropic":
         return await passthrough(request, body, key, "anthropic")
     requested = body["model"]
@@ -2205,41 +2409,46 @@ async def stream_messages(request: web.Request, body: dict, payload: dict, key: 
         if "json" in resp.headers.get("content-type", ""):
             # The backend ignored stream:true and answered in one piece; replay it as a stream.
             try:
-                data = await resp.json(loads=json_loads, content_type=None)
-                message = openai_to_anthropic_response(data, body["model"], names, body.get("stop_sequences"),
+                message = openai_to_anthropic_response(await resp.json(loads=json_loads, content_type=None),
+                                                       body["model"], names, body.get("stop_sequences"),
                                                        translator.input_estimate)
                 events = anthropic_message_events(message)
             except ProxyError as exc:
                 events = translator.start() + translator.fail(exc)
             except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                events = translator.start() + translator.fail(ProxyError(
-                    502, f"backend {config.url} sent an unreadable answer: {_describe(exc)}"))
+                events = translator.start() + translator.fail(_stream_break(exc, config) if not isinstance(
+                    exc, ValueError) else ProxyError(502, f"backend {config.url} sent an unreadable answer"))
             await out.write(sse_frames(events))
             await out.write_eof()
             return out
-        await out.write(sse_frames(translator.start()))
-        saw_done = False
-        try:
-            async for event in iter_sse(resp):
-                data_text = event.data.strip()
-                if data_text == "[DONE]":
-                    saw_done = True
-                    break
-                if not data_text or event.event in ("ping", "keep-alive"):
-                    continue
-                try:
-                    chunk = json_loads(data_text)
-                except ValueError:
-                    raise ProxyError(502, f"backend sent a stream chunk that is not JSON: {data_text[:200]!r}",
-                                     "api_error") from None
-                events = translator.feed(chunk)
-                if events:
-                    await out.write(sse_frames(events))
-            events = translator.finish(saw_done)
-        except ProxyError as exc:
-            events = translator.fail(exc)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            events = translator.fail(_stream_break(exc, config))
+        with KeepAliveWriter(out, ANTHROPIC_PING, config.ping_interval) as writer:
+            await writer.write(sse_frames(translator.start()))
+            saw_done = False
+            try:
+                async for event in iter_sse(resp):
+                    data_text = event.data.strip()
+                    if data_text == "[DONE]":
+                        saw_done = True
+                        break
+                    if not data_text or event.event in ("ping", "keep-alive"):
+                        continue
+                    try:
+                        chunk = json_loads(data_text)
+                    except ValueError:
+                        raise ProxyError(502, f"backend sent a stream chunk that is not JSON: {data_text[:200]!r}",
+                                         "api_error") from None
+                    events = translator.feed(chunk)
+                    if events:
+                        await writer.write(sse_frames(events))
+                events = translator.finish(saw_done)
+            except ProxyError as exc:
+                events = translator.fail(exc)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                events = translator.fail(_stream_break(exc, config))
+            except asyncio.CancelledError:
+                if not await _cut_by_shutdown(request, writer, "anthropic"):
+                    raise
+                events = []
         if events:
             if events[-1][0] == "error":
                 log.warning("%s stream ended in error: %s", request[REQUEST_ID_KEY],
@@ -2249,13 +2458,6 @@ async def stream_messages(request: web.Request, body: dict, payload: dict, key: 
     return out
 
 
-def _stream_break(exc: BaseException, config: Config) -> ProxyError:
-    if isinstance(exc, asyncio.TimeoutError):
-        return ProxyError(504, f"backend {config.url} sent nothing for {config.read_timeout:g}s mid-stream",
-                          "timeout_error")
-    return ProxyError(502, f"backend stream from {config.url} broke: {_describe(exc)}", "api_error")
-
-
 async def handle_count_tokens(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
     body = await read_json(request)
@@ -2263,7 +2465,7 @@ async def handle_count_tokens(request: web.Request) -> web.Response:
     if config.backend == "anthropic":  # the backend can count exactly
         payload = {**body, "model": config.backend_model(body["model"])}
         resp = await request.app[UPSTREAM_KEY].post_anthropic(
-            payload, config.api_key or client_key(request), request.headers.get("anthropic-version"),
+            payload, backend_key(request), request.headers.get("anthropic-version"),
             request.headers.get("anthropic-beta"), path="/messages/count_tokens")
         return web.json_response(await _read_backend_json(resp, config), dumps=json_dumps)
     return web.json_response({"input_tokens": count_request_tokens(body)})
@@ -2275,7 +2477,7 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
     body = await read_json(request)
     validate_chat_request(body)
-    key = config.api_key or client_key(request)
+    key = backend_key(request)
     if config.backend == "openai":
         return await passthrough(request, body, key, "openai")
     requested = body["model"]
@@ -2292,26 +2494,31 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     out = web.StreamResponse(headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
     async with resp:
         await out.prepare(request)
-        try:
-            async for event in iter_sse(resp):
-                if event.event == "ping":
-                    await out.write(b": ping\n\n")
-                    continue
-                try:
-                    data = json_loads(event.data)
-                except ValueError:
-                    raise ProxyError(502, f"backend sent a stream event that is not JSON: {event.data[:200]!r}",
-                                     "api_error") from None
-                chunks = translator.feed(event.event, data)
-                if chunks:
-                    await out.write(openai_frames(chunks))
-                if translator.done:
-                    break
-            chunks = translator.finish()
-        except ProxyError as exc:
-            chunks = translator.fail(exc)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            chunks = translator.fail(_stream_break(exc, config))
+        with KeepAliveWriter(out, OPENAI_PING, config.ping_interval) as writer:
+            try:
+                async for event in iter_sse(resp):
+                    if event.event == "ping":
+                        await writer.write(OPENAI_PING)
+                        continue
+                    try:
+                        data = json_loads(event.data)
+                    except ValueError:
+                        raise ProxyError(502, f"backend sent a stream event that is not JSON: {event.data[:200]!r}",
+                                         "api_error") from None
+                    chunks = translator.feed(event.event, data)
+                    if chunks:
+                        await writer.write(openai_frames(chunks))
+                    if translator.done:
+                        break
+                chunks = translator.finish()
+            except ProxyError as exc:
+                chunks = translator.fail(exc)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                chunks = translator.fail(_stream_break(exc, config))
+            except asyncio.CancelledError:
+                if not await _cut_by_shutdown(request, writer, "openai"):
+                    raise
+                chunks = []
         if chunks:
             await out.write(openai_frames(chunks))
         await out.write_eof()
@@ -2355,24 +2562,28 @@ async def passthrough(request: web.Request, body: dict, key: str | None, dialect
     error: ProxyError | None = None
     async with resp:
         await out.prepare(request)
-        try:
-            async for chunk in resp.content.iter_any():
-                await out.write(chunk)
-                if not finished:
-                    window = tail + chunk
-                    finished = (b"event: message_stop" in window or b'"type":"message_stop"' in window or
-                                b"event: error" in window) if dialect == "anthropic" else bool(
-                        _OPENAI_FINISHED.search(window))
-                    tail = window[-64:]
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            error = _stream_break(exc, config)
+        with KeepAliveWriter(out, ANTHROPIC_PING if dialect == "anthropic" else OPENAI_PING,
+                             config.ping_interval) as writer:
+            try:
+                async for chunk in resp.content.iter_any():
+                    await writer.write(chunk, boundary=chunk.endswith(b"\n\n"))
+                    if not finished:
+                        window = tail + chunk
+                        finished = (b"event: message_stop" in window or b'"type":"message_stop"' in window or
+                                    b"event: error" in window) if dialect == "anthropic" else bool(
+                            _OPENAI_FINISHED.search(window))
+                        tail = window[-64:]
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                error = _stream_break(exc, config)
+            except asyncio.CancelledError:
+                if not await _cut_by_shutdown(request, writer, dialect):
+                    raise
+                finished = True
         if error is None and not finished:
             error = ProxyError(502, "the backend closed the stream before finishing the answer", "api_error")
         if error is not None:
             log.warning("%s pass-through stream ended in error: %s", request[REQUEST_ID_KEY], error.message)
-            frame = sse_frame("error", {"type": "error", "error": {"type": error.kind, "message": error.message}}) \
-                if dialect == "anthropic" else openai_frames([error.openai_body()])
-            await out.write(b"\n\n" + frame)
+            await out.write(b"\n\n" + error_frame(error, dialect))
         await out.write_eof()
     return out
 
@@ -2382,7 +2593,7 @@ async def passthrough(request: web.Request, body: dict, key: str | None, dialect
 async def upstream_models(request: web.Request) -> list[str]:
     """Model ids the backend lists, cached for five minutes per key; [] when the backend cannot say."""
     config = request.app[CONFIG_KEY]
-    key = config.api_key or client_key(request)
+    key = backend_key(request)
     cache = request.app[MODELS_CACHE_KEY]
     cache_key = hashlib.sha256((key or "").encode()).hexdigest()
     hit = cache.get(cache_key)
@@ -2425,8 +2636,9 @@ async def handle_root(request: web.Request) -> web.Response:
 
 
 async def handle_health(request: web.Request) -> web.Response:
-    config = request.app[CONFIG_KEY]
-    return web.json_response({"status": "ok", "backend": config.url, "backend_dialect": config.backend})
+    if request.app[STATE_KEY].draining:
+        return web.json_response({"status": "shutting_down"}, status=503)
+    return web.json_response({"status": "ok", "backend_dialect": request.app[CONFIG_KEY].backend})
 
 
 def make_app(config: Config) -> web.Application:
@@ -2435,6 +2647,7 @@ def make_app(config: Config) -> web.Application:
     upstream = Upstream(config)
     app[UPSTREAM_KEY] = upstream
     app[MODELS_CACHE_KEY] = {}
+    app[STATE_KEY] = ServerState()
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await upstream.start()
@@ -2442,6 +2655,7 @@ def make_app(config: Config) -> web.Application:
         await upstream.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_response_prepare.append(add_cors_headers)
     app.router.add_post("/v1/messages", handle_messages)
     app.router.add_post("/v1/messages/count_tokens", handle_count_tokens)
     app.router.add_post("/v1/chat/completions", handle_chat_completions)
@@ -2454,9 +2668,44 @@ def make_app(config: Config) -> web.Application:
     return app
 
 
+async def drain(app: web.Application, site: web.BaseSite, timeout: float) -> None:
+    """Graceful shutdown: stop accepting, let in-flight requests finish for ``timeout`` seconds, then cut the
+    rest (their streams get an error event saying why)."""
+    state = app[STATE_KEY]
+    state.draining = True
+    await site.stop()
+    pending = set(state.inflight)
+    if pending:
+        log.info("shutting down: waiting up to %gs for %d request(s)", timeout, len(pending))
+        _, pending = await asyncio.wait(pending, timeout=timeout)
+    if pending:
+        log.warning("shutting down: cutting %d request(s) still running after %gs", len(pending), timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=5)
+
+
 # ======================================================================================================
 # 9. CLI
 # ======================================================================================================
+
+def parse_size(text: str | int) -> int:
+    """``32MiB``, ``32M``, ``512k``, ``1048576`` → bytes."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", str(text), re.I)
+    if not m:
+        raise ValueError(f"--max-body: expected a size like 32MiB or 1048576, got {text!r}")
+    return int(float(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " "))
+
+
+def redact_url(url: str) -> str:
+    """A URL for logs: query values (Gemini-style ``?key=``) and userinfo hidden."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = re.sub(r"=([^&]*)", "=***", parts.query)
+    return parts._replace(netloc=netloc, query=query).geturl()
+
 
 def startup_lines(config: Config) -> list[str]:
     mapping = ", ".join(f"{t} → {config.tier_model(t)}" for t in TIERS if config.tier_model(t))
@@ -2464,24 +2713,36 @@ def startup_lines(config: Config) -> list[str]:
     base = f"http://{config.host if ':' not in config.host else '[' + config.host + ']'}:{config.port}"
     key = f"key {redact_key(config.api_key)}" if config.api_key else "key: the client's own"
     return [
-        f"claude_proxy {__version__} listening on {base} → {config.endpoint} ({key}); "
+        f"claude_proxy {__version__} listening on {base} → {redact_url(config.endpoint)} ({key}); "
         f"model {model}{'; ' + mapping if mapping else ''}",
         f"  export ANTHROPIC_BASE_URL={base}",
-        f"  export ANTHROPIC_API_KEY={'any-value' if config.api_key else '<your backend key>'}",
+        f"  export ANTHROPIC_API_KEY="
+        f"{'<a --proxy-key>' if config.proxy_keys else 'any-value' if config.api_key else '<your backend key>'}",
         f"  OpenAI clients: base URL {base}/v1",
     ]
 
 
 async def serve(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT, then drain (``--drain-timeout``) and exit."""
     app = make_app(config)
+    # handler_cancellation: a client that goes away cancels its handler, which closes the upstream request
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
     await site.start()
     for line in startup_lines(config):
         print(line, flush=True)
+    if not config.loopback_only and not config.proxy_keys:
+        log.warning("listening on %s without --proxy-key: anyone who can reach this port can use %s",
+                    config.host, "your backend key" if config.api_key else "the proxy")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        log.info("signal received: no new connections; draining")
+        await drain(app, site, config.drain_timeout)
     finally:
         await runner.cleanup()
 
@@ -2558,16 +2819,30 @@ def _build_cli():  # click is imported lazily so the module imports without it
                   type=float, help="Longest silence from the backend (first byte, between stream chunks).")
     @click.option("--retries", envvar="CLAUDE_PROXY_RETRIES", default=2, show_default=True, type=click.IntRange(0, 10),
                   help="Retries on connection errors, 429 and 5xx before any byte reached the client.")
+    @click.option("--proxy-key", "proxy_keys", envvar="CLAUDE_PROXY_KEY", multiple=True,
+                  help="Require clients to present this key (x-api-key or Bearer); repeatable or comma-separated. "
+                       "Never forwarded: the backend gets --api-key.")
+    @click.option("--cors-origin", "cors_origins", envvar="CLAUDE_PROXY_CORS_ORIGIN", multiple=True,
+                  help="Allow browser calls from this origin (repeatable, comma-separated, or '*'). Default: none.")
+    @click.option("--max-body", envvar="CLAUDE_PROXY_MAX_BODY", default="32MiB", show_default=True,
+                  help="Largest request body (base64 images and PDFs are large); bigger ones get 413.")
+    @click.option("--drain-timeout", envvar="CLAUDE_PROXY_DRAIN_TIMEOUT", default=30.0, show_default=True,
+                  type=click.FloatRange(min=0), help="On SIGTERM/SIGINT, seconds to let running answers finish.")
+    @click.option("--ping-interval", envvar="CLAUDE_PROXY_PING_INTERVAL", default=15.0, show_default=True,
+                  type=click.FloatRange(min=0.01), help="Send a keep-alive on a stream silent for this many seconds.")
+    @click.option("--max-connections", envvar="CLAUDE_PROXY_MAX_CONNECTIONS", default=1000, show_default=True,
+                  type=click.IntRange(min=1), help="Size of the shared connection pool to the backend.")
     @click.option("--log-level", envvar="CLAUDE_PROXY_LOG_LEVEL", default="info", show_default=True,
                   type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
     def cli(**opts: Any) -> None:
         try:
+            opts["max_body"] = parse_size(opts["max_body"])
             config = Config(**opts)
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
         logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
                             stream=sys.stderr)
-        logging.getLogger().handlers[0].addFilter(_RedactingFilter([config.api_key or ""]))
+        logging.getLogger().handlers[0].addFilter(_RedactingFilter([config.api_key or "", *config.proxy_keys]))
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         try:
             import uvloop  # optional speed-up

@@ -11,7 +11,12 @@ the answer from the conversation, so real clients (the SDKs, Claude Code) can ru
 
 Model names pick quirks and faults: ``*gemini*`` (tool calls without index), ``*ollama*`` (whole tool calls in one
 chunk, no usage), ``*small*`` (8192 output tokens max), ``cut-*`` (stream dies mid-answer), ``status-<N>-*``
-(answers HTTP N), ``html-*`` (an HTML 502 page), ``nodone-*`` (no [DONE]). Unknown models → 404.
+(answers HTTP N), ``html-*`` (an HTML 502 page), ``nodone-*`` (no [DONE]), ``hang-*`` (never answers),
+``stall-*`` (three chunks, then silence), ``silent-<s>`` (silent for s seconds after the first chunk),
+``trickle-<s>`` (each chunk s seconds apart), ``flaky-<n>`` (the first n calls answer 503), ``ratelimited-<s>``
+(the first call answers 429 with retry-after s), ``reset-*`` (closes the connection without answering),
+``echokey-*`` (a 401 quoting the whole Authorization header: worse than any real backend). Unknown models → 404.
+Handlers notice a client that went away and record it in ``aborts``.
 
 Run standalone: ``python tests/fake_openai.py --port 9000 [--key sk-...]``.
 """
@@ -62,6 +67,8 @@ class FakeOpenAI:
         self.port = 0
         self.runner: web.AppRunner | None = None
         self.disconnects = 0
+        self.aborts: list[tuple[str, float]] = []  # (model, loop time the client was seen gone)
+        self.calls: dict[str, int] = {}
 
     # ---- validation ---------------------------------------------------------------------------
     def validate(self, body: dict) -> None:
@@ -212,6 +219,10 @@ class FakeOpenAI:
             return openai_error(401, f"Incorrect API key provided: {shown}. You can find your API key at "
                                      f"https://platform.openai.com/account/api-keys.", code="invalid_api_key")
         model = str(body.get("model", ""))
+        self.calls[model] = self.calls.get(model, 0) + 1
+        fault = await self.fault(request, model)
+        if fault is not None:
+            return fault
         m = re.match(r"status-(\d{3})", model)
         if m:
             status = int(m.group(1))
@@ -248,6 +259,37 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": ans["prompt_tokens"], "completion_tokens": ans["completion_tokens"],
                       "total_tokens": ans["prompt_tokens"] + ans["completion_tokens"],
                       "prompt_tokens_details": {"cached_tokens": 0}}})
+
+    async def wait_or_abort(self, request: web.Request, model: str, seconds: float) -> bool:
+        """Sleep, watching the connection; True (and recorded) if the client went away."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while loop.time() < end:
+            if request.transport is None or request.transport.is_closing():
+                self.aborts.append((model, loop.time()))
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def fault(self, request: web.Request, model: str) -> web.StreamResponse | None:
+        n = self.calls[model]
+        if model.startswith("hang-"):
+            await self.wait_or_abort(request, model, 3600)
+            return web.Response(status=499)
+        if model.startswith("reset-"):
+            request.transport.close()
+            return web.Response(status=499)
+        if model.startswith("echokey-"):
+            return openai_error(401, f"Incorrect API key provided: {request.headers.get('Authorization')}",
+                                code="invalid_api_key")
+        m = re.match(r"flaky-(\d+)", model)
+        if m and n <= int(m.group(1)):
+            return openai_error(503, "The server is overloaded, try again", "server_error")
+        m = re.match(r"ratelimited-([\d.]+)", model)
+        if m and n == 1:
+            return openai_error(429, "Rate limit reached", "rate_limit_error", "rate_limit_exceeded",
+                                headers={"retry-after": m.group(1)})
+        return None
 
     async def stream(self, request: web.Request, body: dict, ans: dict) -> web.StreamResponse:
         model = body["model"]
@@ -288,9 +330,18 @@ class FakeOpenAI:
             frames.append(b"data: [DONE]\n\n")
         if model.startswith("cut-"):
             frames = frames[: max(2, len(frames) // 2)]
+        delay = float(model.split("-")[1]) if re.match(r"trickle-[\d.]+", model) else 0.0
         try:
-            for frame in frames:
+            for i, frame in enumerate(frames):
                 await resp.write(frame)
+                if model.startswith("stall-") and i == 2:
+                    await self.wait_or_abort(request, model, 3600)
+                    return resp
+                if model.startswith("silent-") and i == 0:
+                    if await self.wait_or_abort(request, model, float(model.split("-")[1])):
+                        return resp
+                if delay and await self.wait_or_abort(request, model, delay):
+                    return resp
             if model.startswith("cut-"):
                 await asyncio.sleep(0.05)
                 request.transport.close()  # die mid-stream, no [DONE], no finish_reason
