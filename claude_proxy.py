@@ -45,6 +45,7 @@ import random
 import re
 import secrets
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -429,6 +430,25 @@ def sanitize_schema(schema: Any, defs: dict | None = None, depth: int = 0) -> An
     return out
 
 
+_SCHEMA_CACHE: dict[str, dict] = {}
+
+
+def sanitized_parameters(schema: dict) -> dict:
+    """``sanitize_schema`` for a tool's parameters, memoised: clients resend the same tools every turn. The
+    result is shared between requests and must not be mutated (it is only ever serialised)."""
+    key = json_dumps(schema)
+    hit = _SCHEMA_CACHE.get(key)
+    if hit is None:
+        hit = sanitize_schema(schema)
+        hit.setdefault("type", "object")
+        if hit.get("type") == "object":
+            hit.setdefault("properties", {})
+        if len(_SCHEMA_CACHE) >= 1024:
+            _SCHEMA_CACHE.pop(next(iter(_SCHEMA_CACHE)))
+        _SCHEMA_CACHE[key] = hit
+    return hit
+
+
 def _expect(cond: bool, message: str) -> None:
     if not cond:
         raise bad_request(message)
@@ -697,10 +717,7 @@ def _convert_tools(tools: Any, tool_choice: Any) -> tuple[list[dict], Any, bool 
         _expect(isinstance(name, str) and name, f"tools.{i}.name: expected a non-empty string")
         schema = tool.get("input_schema") or {"type": "object", "properties": {}}
         _expect(isinstance(schema, dict), f"tools.{i}.input_schema: expected an object")
-        params = sanitize_schema(schema)
-        params.setdefault("type", "object")
-        if params.get("type") == "object":
-            params.setdefault("properties", {})
+        params = sanitized_parameters(schema)
         fn: dict[str, Any] = {"name": openai_tool_name(name), "parameters": params}
         if isinstance(tool.get("description"), str) and tool["description"]:
             fn["description"] = tool["description"]
@@ -987,18 +1004,27 @@ def max_tokens_limit_from_error(message: str, requested: int) -> int | None:
 
 # Pieces a BPE tokenizer treats alike: words, digit runs, whitespace runs, single symbols, non-ASCII characters.
 _TOKEN_PIECE = re.compile(r" ?[A-Za-z]+| ?\d+|\n+|[ \t]+|[^\sA-Za-z\d\x80-\uffff]+|[\x80-\uffff]")
+_ESTIMATE_CACHE: dict[tuple[int, int], int] = {}
+_ESTIMATE_CACHE_MAX = 4096
 
 
-def estimate_text_tokens(text: str) -> int:
+def estimate_text_tokens(text: Any) -> int:
     """A calibrated estimate of BPE tokens (within ~10% of cl100k/Claude tokenizers on prose, code and JSON).
 
     Short words are one token, long words about one per four letters; digits go in threes; runs of
-    punctuation cost about one per two characters; non-ASCII characters cost about one each.
+    punctuation cost about one per two characters; non-ASCII characters cost about one each. Long texts are
+    cached by hash: Claude Code resends the same system prompt, tools and history every turn.
     """
     if not text:
         return 0
     if not isinstance(text, str):  # counting must never fail on odd input: count what it would serialise to
         text = json_dumps(text)
+    cacheable = len(text) >= 64
+    if cacheable:
+        key = (hash(text), len(text))
+        hit = _ESTIMATE_CACHE.get(key)
+        if hit is not None:
+            return hit
     total = 0.0
     for piece in _TOKEN_PIECE.findall(text):
         c = piece[-1]
@@ -1016,7 +1042,12 @@ def estimate_text_tokens(text: str) -> int:
             total += 1.1 if ord(c) >= 0x2E80 else 0.6
         else:
             total += 0.6 + 0.45 * (n - 1)
-    return max(1, round(total))
+    result = max(1, round(total))
+    if cacheable:
+        if len(_ESTIMATE_CACHE) >= _ESTIMATE_CACHE_MAX:
+            _ESTIMATE_CACHE.pop(next(iter(_ESTIMATE_CACHE)))  # oldest first
+        _ESTIMATE_CACHE[key] = result
+    return result
 
 
 def _block_tokens(block: Any) -> float:
@@ -1975,13 +2006,17 @@ class KeepAliveWriter:
                     return
 
 
-async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
+async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[list[SSEEvent]]:
+    """The events of an SSE response, a list per network read: translating a whole read and writing it once
+    costs one socket write where per-event writing cost fifty."""
     parser = SSEParser()
     async for chunk in response.content.iter_any():
-        for event in parser.feed(chunk):
-            yield event
-    for event in parser.close():
-        yield event
+        events = parser.feed(chunk)
+        if events:
+            yield events
+    events = parser.close()
+    if events:
+        yield events
 
 
 # ======================================================================================================
@@ -2424,27 +2459,32 @@ async def stream_messages(request: web.Request, body: dict, payload: dict, key: 
         with KeepAliveWriter(out, ANTHROPIC_PING, config.ping_interval) as writer:
             await writer.write(sse_frames(translator.start()))
             saw_done = False
+            pending: list[Event] = []
             try:
-                async for event in iter_sse(resp):
-                    data_text = event.data.strip()
-                    if data_text == "[DONE]":
-                        saw_done = True
+                async for batch in iter_sse(resp):
+                    for event in batch:
+                        data_text = event.data.strip()
+                        if data_text == "[DONE]":
+                            saw_done = True
+                            break
+                        if not data_text or event.event in ("ping", "keep-alive"):
+                            continue
+                        try:
+                            chunk = json_loads(data_text)
+                        except ValueError:
+                            raise ProxyError(502, f"backend sent a stream chunk that is not JSON: "
+                                                  f"{data_text[:200]!r}", "api_error") from None
+                        pending += translator.feed(chunk)
+                    if saw_done:
                         break
-                    if not data_text or event.event in ("ping", "keep-alive"):
-                        continue
-                    try:
-                        chunk = json_loads(data_text)
-                    except ValueError:
-                        raise ProxyError(502, f"backend sent a stream chunk that is not JSON: {data_text[:200]!r}",
-                                         "api_error") from None
-                    events = translator.feed(chunk)
-                    if events:
-                        await writer.write(sse_frames(events))
-                events = translator.finish(saw_done)
+                    if pending:
+                        await writer.write(sse_frames(pending))
+                        pending = []
+                events = pending + translator.finish(saw_done)
             except ProxyError as exc:
-                events = translator.fail(exc)
+                events = pending + translator.fail(exc)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                events = translator.fail(_stream_break(exc, config))
+                events = pending + translator.fail(_stream_break(exc, config))
             except asyncio.CancelledError:
                 if not await _cut_by_shutdown(request, writer, "anthropic"):
                     raise
@@ -2495,26 +2535,31 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     async with resp:
         await out.prepare(request)
         with KeepAliveWriter(out, OPENAI_PING, config.ping_interval) as writer:
+            pending: list[Any] = []
             try:
-                async for event in iter_sse(resp):
-                    if event.event == "ping":
-                        await writer.write(OPENAI_PING)
-                        continue
-                    try:
-                        data = json_loads(event.data)
-                    except ValueError:
-                        raise ProxyError(502, f"backend sent a stream event that is not JSON: {event.data[:200]!r}",
-                                         "api_error") from None
-                    chunks = translator.feed(event.event, data)
-                    if chunks:
-                        await writer.write(openai_frames(chunks))
+                async for batch in iter_sse(resp):
+                    for event in batch:
+                        if event.event == "ping":
+                            pending.append(PING)  # Anthropic's ping becomes an SSE comment
+                            continue
+                        try:
+                            data = json_loads(event.data)
+                        except ValueError:
+                            raise ProxyError(502, f"backend sent a stream event that is not JSON: "
+                                                  f"{event.data[:200]!r}", "api_error") from None
+                        pending += translator.feed(event.event, data)
+                        if translator.done:
+                            break
                     if translator.done:
                         break
-                chunks = translator.finish()
+                    if pending:
+                        await writer.write(openai_frames(pending))
+                        pending = []
+                chunks = pending + translator.finish()
             except ProxyError as exc:
-                chunks = translator.fail(exc)
+                chunks = pending + translator.fail(exc)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                chunks = translator.fail(_stream_break(exc, config))
+                chunks = pending + translator.fail(_stream_break(exc, config))
             except asyncio.CancelledError:
                 if not await _cut_by_shutdown(request, writer, "openai"):
                     raise
@@ -2525,9 +2570,12 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     return out
 
 
+PING = "PING"  # stands for an SSE comment among OpenAI chunks
+
+
 def openai_frames(chunks: list[Any]) -> bytes:
-    return b"".join(b"data: [DONE]\n\n" if c == "[DONE]" else b"data: " + json_dumps(c).encode() + b"\n\n"
-                    for c in chunks)
+    return b"".join(b"data: [DONE]\n\n" if c == "[DONE]" else OPENAI_PING if c == PING else
+                    b"data: " + json_dumps(c).encode() + b"\n\n" for c in chunks)
 
 
 # ---- pass-through (client and backend speak the same dialect) ---------------------------------------------
@@ -2722,17 +2770,19 @@ def startup_lines(config: Config) -> list[str]:
     ]
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, reuse_port: bool = False, announce: bool = True) -> None:
     """Serve until SIGTERM or SIGINT, then drain (``--drain-timeout``) and exit."""
+    _raise_open_files_limit()
     app = make_app(config)
     # handler_cancellation: a client that goes away cancels its handler, which closes the upstream request
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+    site = web.TCPSite(runner, config.host, config.port, backlog=4096, reuse_port=reuse_port or None)
     await site.start()
-    for line in startup_lines(config):
-        print(line, flush=True)
-    if not config.loopback_only and not config.proxy_keys:
+    if announce:
+        for line in startup_lines(config):
+            print(line, flush=True)
+    if announce and not config.loopback_only and not config.proxy_keys:
         log.warning("listening on %s without --proxy-key: anyone who can reach this port can use %s",
                     config.host, "your backend key" if config.api_key else "the proxy")
     stop = asyncio.Event()
@@ -2745,6 +2795,50 @@ async def serve(config: Config) -> None:
         await drain(app, site, config.drain_timeout)
     finally:
         await runner.cleanup()
+
+
+def _raise_open_files_limit() -> None:
+    """Each stream holds two sockets; the common soft limit of 1024 would cap a proxy near 500 streams."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 20), hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def serve_workers(config: Config, workers: int) -> None:
+    """``--workers N``: N processes on one port (SO_REUSEPORT; the kernel spreads connections). The proxy is
+    stateless, so nothing is shared; the parent only forwards SIGTERM/SIGINT and waits."""
+    children = []
+    for i in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                asyncio.run(serve(config, reuse_port=True, announce=i == 0))
+            except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    if status:
+        sys.exit(status)
 
 
 class _RedactingFilter(logging.Filter):
@@ -2832,9 +2926,12 @@ def _build_cli():  # click is imported lazily so the module imports without it
                   type=click.FloatRange(min=0.01), help="Send a keep-alive on a stream silent for this many seconds.")
     @click.option("--max-connections", envvar="CLAUDE_PROXY_MAX_CONNECTIONS", default=1000, show_default=True,
                   type=click.IntRange(min=1), help="Size of the shared connection pool to the backend.")
+    @click.option("--workers", envvar="CLAUDE_PROXY_WORKERS", default=1, show_default=True,
+                  type=click.IntRange(1, 256), help="Processes serving the same port (SO_REUSEPORT), for many cores.")
     @click.option("--log-level", envvar="CLAUDE_PROXY_LOG_LEVEL", default="info", show_default=True,
                   type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
     def cli(**opts: Any) -> None:
+        opts_workers = opts.pop("workers")
         try:
             opts["max_body"] = parse_size(opts["max_body"])
             config = Config(**opts)
@@ -2849,8 +2946,14 @@ def _build_cli():  # click is imported lazily so the module imports without it
             uvloop.install()
         except ImportError:
             pass
+        workers = opts_workers
+        if workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+            raise click.BadParameter("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
         try:
-            asyncio.run(serve(config))
+            if workers > 1:
+                serve_workers(config, workers)
+            else:
+                asyncio.run(serve(config))
         except KeyboardInterrupt:
             pass
         except OSError as exc:

@@ -73,6 +73,8 @@ def test_stream_chunks_follow_the_openai_grammar_and_match_non_stream(oproxy):
     finish = [ch for ch in chunks if ch.choices and ch.choices[0].finish_reason]
     assert len(finish) == 1 and finish[0].choices[0].finish_reason == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 12
+    raw = httpx.post(oproxy.url + "/v1/chat/completions", json=user("hello", stream=True)).text
+    assert ": ping\n\n" in raw  # the backend's Anthropic ping, as an SSE comment
     plain = list(c.chat.completions.create(**user("hello"), stream=True))
     assert all(ch.usage is None for ch in plain) and plain[-1].choices  # no usage chunk unless asked
 
