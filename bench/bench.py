@@ -232,18 +232,23 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
 
 
+def use_wrk() -> bool:
+    return bool(shutil.which("wrk")) and os.environ.get("BENCH_NO_WRK") != "1"
+
+
 def run_load(url: str, body: bytes, headers: dict, connections: int, duration: float, tmp: str) -> dict:
     body_file = os.path.join(tmp, f"body-{abs(hash(body))}.json")
     with open(body_file, "wb") as fh:
         fh.write(body)
-    if shutil.which("wrk"):
+    if use_wrk():
         script = os.path.join(tmp, "post.lua")
         with open(script, "w") as fh:
             fh.write('wrk.method = "POST"\n')
             for k, v in headers.items():
                 fh.write(f'wrk.headers["{k}"] = "{v}"\n')
             fh.write(f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n')
-        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", script, url],
+        seconds = max(1, round(duration))  # wrk takes whole seconds
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
                              capture_output=True, text=True, timeout=duration + 60).stdout
         rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
         p50 = re.search(r"50%\s+([\d.]+\w+)", out)
@@ -278,9 +283,9 @@ def main() -> None:
                      for name, b in anthropic_bodies.items()}
 
     cores = os.cpu_count()
-    tools = "wrk" if shutil.which("wrk") else "built-in async load generator"
+    tools = "wrk" if use_wrk() else "built-in async load generator"
     print(f"machine: {cores} cores; load: {tools}, {args.connections} connections, {args.duration:g}s per run; "
-          f"claude_proxy workers: {args.workers}; orjson: {claude_proxy.json_dumps.__module__ != __name__ and _has('orjson')}, "
+          f"claude_proxy workers: {args.workers}; orjson: {_has('orjson')}, "
           f"uvloop: {_has('uvloop')}")
     results: dict = {"cores": cores, "load": tools, "connections": args.connections, "runs": {}}
     procs: list[subprocess.Popen] = []

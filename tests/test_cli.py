@@ -74,3 +74,32 @@ def test_starts_from_environment_prints_setup_and_hides_key(served, backend):
     _, err = proc.communicate(timeout=10)
     assert "POST /v1/messages" in err  # one log line per request
     assert key not in err  # not even at debug level
+
+
+def test_workers_share_one_port_and_stop_on_sigterm(backend):
+    import signal as _signal
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, SCRIPT, "--url", f"127.0.0.1:{backend.port}/v1", "--port", str(port),
+                             "--workers", "2", "--model", "fake-model"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening on" in proc.stdout.readline()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        time.sleep(0.3)  # let the second worker bind too
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+        assert len(out.split()) == 2
+        c = anthropic.Anthropic(base_url=f"http://127.0.0.1:{port}", api_key="k", max_retries=0)
+        for _ in range(6):
+            assert c.messages.create(model="claude-x", max_tokens=20, messages=[
+                {"role": "user", "content": "hi"}]).content[0].text.startswith("Hello from fake-model")
+        proc.send_signal(_signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
