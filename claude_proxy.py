@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import fnmatch
 import hashlib
 import hmac
 import ipaddress
@@ -44,6 +45,8 @@ import os
 import random
 import re
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -115,6 +118,47 @@ def _is_loopback_name(host: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Backend:
+    """One upstream service: where it is, how to authenticate, which dialect it speaks."""
+    name: str
+    url: str
+    api_key: str | None = None
+    dialect: str = "openai"
+    max_tokens: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    client_chosen: bool = False  # reached by URL routing: only the client's own key may go there
+
+    @property
+    def chat_url(self) -> str:
+        return self.url + "/chat/completions"
+
+    @property
+    def anthropic_url(self) -> str:
+        """``{url}/v1``: both ``api.anthropic.com`` and ``api.anthropic.com/v1`` are what users type."""
+        return self.url if self.url.endswith("/v1") else self.url + "/v1"
+
+    @property
+    def endpoint(self) -> str:
+        return self.anthropic_url + "/messages" if self.dialect == "anthropic" else self.chat_url
+
+
+@dataclass(frozen=True)
+class Route:
+    """Requests whose model matches ``match`` (a case-insensitive glob) go to ``backend`` as ``model`` (None: as
+    requested); on 429/5xx/connection errors before the first byte the ``fallbacks`` are tried in order."""
+    match: str
+    backend: str
+    model: str | None = None
+    fallbacks: tuple[tuple[str, str | None], ...] = ()
+
+    def matches(self, requested: str) -> bool:
+        return fnmatch.fnmatchcase(requested.lower(), self.match.lower())
+
+
+CLAUDE_NAME_GLOBS = ("*claude*", "*haiku*", "*sonnet*", "*opus*")
+
+
+@dataclass(frozen=True)
 class Config:
     url: str | None = None  # None: a local Ollama, or api.anthropic.com with --backend anthropic
     backend: str = "openai"
@@ -137,6 +181,10 @@ class Config:
     drain_timeout: float = 30.0
     ping_interval: float = 15.0
     max_connections: int = 1000
+    backends: tuple[Backend, ...] = ()  # from --config
+    routes: tuple[Route, ...] = ()  # from --config
+    default_backend: str | None = None  # a --config backend that replaces the flags' one as the default
+    allow_url_routing: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -150,56 +198,221 @@ class Config:
         for name in ("connect_timeout", "read_timeout", "ping_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive")
-        keys = tuple(k.strip() for item in self.proxy_keys for k in item.split(",") if k.strip())
-        object.__setattr__(self, "proxy_keys", keys)
-        origins = tuple(o.strip().rstrip("/") for item in self.cors_origins for o in item.split(",") if o.strip())
-        object.__setattr__(self, "cors_origins", origins)
+        split = lambda items: tuple(x.strip() for item in items for x in item.split(",") if x.strip())  # noqa: E731
+        object.__setattr__(self, "proxy_keys", split(self.proxy_keys))
+        object.__setattr__(self, "cors_origins", tuple(o.rstrip("/") for o in split(self.cors_origins)))
+        object.__setattr__(self, "allow_url_routing", tuple(h.lower() for h in split(self.allow_url_routing)))
+        flags_backend = Backend("default", self.url, self.api_key, self.backend)
+        table = {b.name: b for b in self.backends}
+        table.setdefault("default", flags_backend)
+        default = self.default_backend or "default"
+        if default not in table:
+            raise ValueError(f"default backend {default!r} is not defined")
+        # Flags come first (they override the file), then the file's routes, then the catch-all.
+        routes = [Route(f"*{tier}*", default, self.tier_model(tier)) for tier in TIERS if self.tier_model(tier)]
+        if self.model:
+            routes += [Route(glob, default, self.model) for glob in CLAUDE_NAME_GLOBS]
+        routes += list(self.routes) + [Route("*", default, None)]
+        for r in routes:
+            for name in [r.backend] + [f[0] for f in r.fallbacks]:
+                if name not in table:
+                    raise ValueError(f"route {r.match!r} names backend {name!r}, which is not defined")
+        object.__setattr__(self, "_backend_table", table)
+        object.__setattr__(self, "_all_routes", tuple(routes))
 
     @property
     def loopback_only(self) -> bool:
         return _is_loopback_name(self.host.strip("[]"))
 
     @property
+    def primary(self) -> Backend:
+        """The default backend: the flags' one, or the --config one that replaces it."""
+        return self._backend_table[self.default_backend or "default"]  # type: ignore[attr-defined]
+
+    @property
     def chat_url(self) -> str:
-        return self.url + "/chat/completions"
+        return self.primary.chat_url
 
     @property
     def anthropic_url(self) -> str:
-        """``{url}/v1``: both ``api.anthropic.com`` and ``api.anthropic.com/v1`` are what users type."""
-        return self.url if self.url.endswith("/v1") else self.url + "/v1"
+        return self.primary.anthropic_url
 
     @property
     def endpoint(self) -> str:
-        return self.anthropic_url + "/messages" if self.backend == "anthropic" else self.chat_url
+        return self.primary.endpoint
+
+    def backend_named(self, name: str) -> Backend:
+        return self._backend_table[name]  # type: ignore[attr-defined]
+
+    @property
+    def all_routes(self) -> tuple[Route, ...]:
+        return self._all_routes  # type: ignore[attr-defined]
 
     def tier_model(self, tier: str) -> str | None:
         return getattr(self, f"{tier}_model")
 
-    def backend_model(self, requested: str) -> str:
-        """The model the backend is asked for.
+    def candidates(self, requested: str) -> list[tuple[Backend, str]]:
+        """Where a request for ``requested`` goes: the first matching route, then its fallbacks.
 
-        A tier word (haiku/sonnet/opus) picks its override; any other Claude name gets ``--model``; a name that
-        is neither goes to the backend as named, so ``ANTHROPIC_MODEL=deepseek-reasoner`` just works.
+        By default a tier word (haiku/sonnet/opus) picks its override; any other Claude name gets ``--model``;
+        a name that is neither goes to the backend as named, so ``ANTHROPIC_MODEL=deepseek-reasoner`` just works.
         """
-        low = requested.lower()
-        for tier in TIERS:
-            if tier in low and self.tier_model(tier):
-                return self.tier_model(tier)  # type: ignore[return-value]
-        if self.model and (low.startswith("claude") or "claude" in low or any(t in low for t in TIERS)):
-            return self.model
-        return requested
+        for route in self.all_routes:
+            if route.matches(requested):
+                out = [(self.backend_named(route.backend), route.model or requested)]
+                out += [(self.backend_named(b), m or requested) for b, m in route.fallbacks]
+                return out
+        raise AssertionError("the catch-all route always matches")
+
+    def backend_model(self, requested: str) -> str:
+        return self.candidates(requested)[0][1]
 
     def mapped_models(self) -> list[tuple[str, str]]:
         """(client-facing id, backend model) pairs, for ``/v1/models`` and the start-up line."""
         out: list[tuple[str, str]] = []
         names = {"haiku": "claude-haiku-4-5", "sonnet": "claude-sonnet-4-5", "opus": "claude-opus-4-1"}
         for tier in TIERS:
-            target = self.tier_model(tier) or self.model
-            if target:
+            target = self.backend_model(names[tier])
+            if target != names[tier]:
                 out.append((names[tier], target))
-        if self.model:
-            out.append((self.model, self.model))
-        return out
+        for route in self.all_routes:
+            if route.model:
+                out.append((route.model, route.model))
+        return list(dict.fromkeys(out))
+
+
+# ---- the --config file (TOML) ---------------------------------------------------------------------------
+
+BACKEND_KEYS = {"name", "url", "api_key", "api_key_env", "backend", "max_tokens", "headers"}
+ROUTE_KEYS = {"match", "backend", "model", "fallbacks"}
+SERVER_KEYS = {"host", "port", "max_tokens", "reasoning_effort", "connect_timeout", "read_timeout", "retries",
+               "max_body", "log_level", "proxy_keys", "cors_origins", "drain_timeout", "ping_interval",
+               "max_connections", "allow_url_routing", "workers", "model", "haiku_model", "sonnet_model",
+               "opus_model"}
+
+
+class ConfigFileError(ValueError):
+    pass
+
+
+def _line_of(text: str, table: str | None, index: int, key: str | None) -> int | None:
+    """1-based line of ``key`` inside the ``index``-th ``[[table]]`` (or ``[table]``), for error messages."""
+    lines = text.splitlines()
+    start, seen = 0, -1
+    if table is not None:
+        for i, line in enumerate(lines):
+            if re.match(rf"\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$", line):
+                seen += 1
+                if seen == index:
+                    start = i
+                    break
+        else:
+            return None
+        if key is None:
+            return start + 1
+    for i in range(start + (1 if table is not None else 0), len(lines)):
+        if table is not None and re.match(r"\s*\[", lines[i]):
+            break
+        if key is not None and re.match(rf"\s*\"?{re.escape(key)}\"?\s*=", lines[i]):
+            return i + 1
+    return start + 1 if table is not None else None
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a --config TOML file into Config keyword arguments; every mistake names its line."""
+    import tomllib
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    text = raw.decode("utf-8", "replace")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"{path}: {exc}") from None
+
+    def fail(message: str, table: str | None, index: int = 0, key: str | None = None) -> ConfigFileError:
+        line = _line_of(text, table, index, key)
+        return ConfigFileError(f"{path}{f':{line}' if line else ''}: {message}")
+
+    for key in data:
+        if key not in ("backends", "routes", "server"):
+            raise fail(f"unknown key {key!r} (expected [[backends]], [[routes]] or [server])", None, 0, key)
+    out: dict[str, Any] = {}
+    server = data.get("server", {})
+    if not isinstance(server, dict):
+        raise fail("[server] must be a table", "server")
+    for key, value in server.items():
+        if key not in SERVER_KEYS:
+            raise fail(f"unknown key {key!r} in [server] (known: {', '.join(sorted(SERVER_KEYS))})",
+                       "server", 0, key)
+        out[key] = tuple(value) if isinstance(value, list) else value
+    backends = []
+    for i, b in enumerate(data.get("backends", [])):
+        if not isinstance(b, dict):
+            raise fail("each [[backends]] entry must be a table", "backends", i)
+        for key in b:
+            if key not in BACKEND_KEYS:
+                raise fail(f"unknown key {key!r} in [[backends]] (known: {', '.join(sorted(BACKEND_KEYS))})",
+                           "backends", i, key)
+        name = b.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise fail("[[backends]] needs a name (letters, digits, _ . -)", "backends", i, "name")
+        if any(x.name == name for x in backends):
+            raise fail(f"backend {name!r} is defined twice", "backends", i, "name")
+        if not isinstance(b.get("url"), str):
+            raise fail(f"backend {name!r} needs a url", "backends", i, "url")
+        dialect = b.get("backend", "openai")
+        if dialect not in BACKENDS:
+            raise fail(f"backend {name!r}: backend must be one of {', '.join(BACKENDS)}", "backends", i, "backend")
+        key = b.get("api_key")
+        if "api_key_env" in b:
+            key = os.environ.get(str(b["api_key_env"]))
+            if not key:
+                raise fail(f"backend {name!r}: environment variable {b['api_key_env']} is not set", "backends", i,
+                           "api_key_env")
+        headers = b.get("headers", {})
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise fail(f"backend {name!r}: headers must be a table of strings", "backends", i, "headers")
+        max_tokens = b.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            raise fail(f"backend {name!r}: max_tokens must be a positive integer", "backends", i, "max_tokens")
+        try:
+            url = normalize_backend_url(b["url"])
+        except ValueError as exc:
+            raise fail(f"backend {name!r}: {exc}", "backends", i, "url") from None
+        backends.append(Backend(name, url, key, dialect, max_tokens, tuple(headers.items())))
+    names = {b.name for b in backends} | {"default"}
+    routes = []
+    for i, r in enumerate(data.get("routes", [])):
+        if not isinstance(r, dict):
+            raise fail("each [[routes]] entry must be a table", "routes", i)
+        for key in r:
+            if key not in ROUTE_KEYS:
+                raise fail(f"unknown key {key!r} in [[routes]] (known: {', '.join(sorted(ROUTE_KEYS))})",
+                           "routes", i, key)
+        if not isinstance(r.get("match"), str):
+            raise fail("[[routes]] needs match = \"<glob>\"", "routes", i, "match")
+        if r.get("backend") not in names:
+            raise fail(f"route {r['match']!r} names backend {r.get('backend')!r}, which is not defined "
+                       f"(defined: {', '.join(sorted(names))})", "routes", i, "backend")
+        fallbacks = []
+        for fb in r.get("fallbacks", []):
+            bname, _, model = str(fb).partition(":")
+            if bname not in names:
+                raise fail(f"route {r['match']!r}: fallback {fb!r} names backend {bname!r}, which is not defined",
+                           "routes", i, "fallbacks")
+            fallbacks.append((bname, model or None))
+        model = r.get("model")
+        if model is not None and not isinstance(model, str):
+            raise fail(f"route {r['match']!r}: model must be a string", "routes", i, "model")
+        routes.append(Route(r["match"], r["backend"], model, tuple(fallbacks)))
+    out["backends"] = tuple(backends)
+    out["routes"] = tuple(routes)
+    if backends:
+        out["default_backend"] = backends[0].name
+    return out
 
 
 def redact_key(key: str | None) -> str:
@@ -309,6 +522,27 @@ def scrub(text: str, secrets_: Iterable[str | None]) -> str:
         if s and len(s) >= 4 and s in text:
             text = text.replace(s, redact_key(s))
     return text
+
+
+def redact_url(url: str) -> str:
+    """A URL for logs: query values (Gemini-style ``?key=``) and userinfo hidden."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = re.sub(r"=([^&]*)", "=***", parts.query)
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+_BASE64_RUN = re.compile(r"([A-Za-z0-9+/]{120})[A-Za-z0-9+/=]{200,}")
+
+
+def loggable_body(obj: Any, secrets_: Iterable[str | None] = (), limit: int = 4000) -> str:
+    """A body for debug logs: base64 blobs shortened, keys removed, the whole truncated."""
+    if isinstance(obj, bytes):
+        text = obj.decode("utf-8", "replace")
+    else:
+        text = obj if isinstance(obj, str) else json_dumps(obj)
+    text = scrub(_BASE64_RUN.sub(r"\1…", text), secrets_)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars in all)"
 
 
 # ======================================================================================================
@@ -2052,72 +2286,76 @@ class Upstream:
         if self.session is not None:
             await self.session.close()
 
-    def openai_headers(self, key: str | None, stream: bool) -> dict[str, str]:
+    def openai_headers(self, backend: Backend, key: str | None, stream: bool) -> dict[str, str]:
         h = {"Content-Type": "application/json", "User-Agent": f"claude_proxy/{__version__}",
-             "Accept": "text/event-stream" if stream else "application/json"}
+             "Accept": "text/event-stream" if stream else "application/json", **dict(backend.headers)}
         if key:
             h["Authorization"] = f"Bearer {key}"
         return h
 
-    def anthropic_headers(self, key: str | None, version: str | None, beta: str | None) -> dict[str, str]:
+    def anthropic_headers(self, backend: Backend, key: str | None, version: str | None,
+                          beta: str | None) -> dict[str, str]:
         h = {"Content-Type": "application/json", "User-Agent": f"claude_proxy/{__version__}",
-             "anthropic-version": version or ANTHROPIC_VERSION}
+             "anthropic-version": version or ANTHROPIC_VERSION, **dict(backend.headers)}
         if beta:
             h["anthropic-beta"] = beta
         if key:
             h["x-api-key"] = key
         return h
 
-    async def post_chat(self, payload: dict, key: str | None) -> aiohttp.ClientResponse:
+    async def post_chat(self, backend: Backend, payload: dict, key: str | None) -> aiohttp.ClientResponse:
         """POST {url}/chat/completions; a 400 naming a smaller ``max_tokens`` limit is retried with it."""
-        headers = self.openai_headers(key, bool(payload.get("stream")))
-        return await self._post(self.config.chat_url, payload, headers, key, self._clamp_max_tokens)
+        headers = self.openai_headers(backend, key, bool(payload.get("stream")))
+        return await self._post(backend, backend.chat_url, payload, headers, key,
+                                lambda text, sent: self._clamp_max_tokens(backend, text, sent))
 
-    async def post_anthropic(self, payload: dict, key: str | None, version: str | None = None,
+    async def post_anthropic(self, backend: Backend, payload: dict, key: str | None, version: str | None = None,
                              beta: str | None = None, path: str = "/messages") -> aiohttp.ClientResponse:
         """POST {url}/v1/messages (or count_tokens); also retries once when a model refuses ``thinking.enabled``."""
-        headers = self.anthropic_headers(key, version, beta)
+        headers = self.anthropic_headers(backend, key, version, beta)
 
         def fixup(text: str, sent: dict) -> dict | None:
-            return self._clamp_max_tokens(text, sent) or _adaptive_thinking_fixup(text, sent)
-        return await self._post(self.config.anthropic_url + path, payload, headers, key, fixup)
+            return self._clamp_max_tokens(backend, text, sent) or _adaptive_thinking_fixup(text, sent)
+        return await self._post(backend, backend.anthropic_url + path, payload, headers, key, fixup)
 
-    def _clamp_max_tokens(self, text: str, payload: dict) -> dict | None:
+    def _clamp_max_tokens(self, backend: Backend, text: str, payload: dict) -> dict | None:
         tokens_key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
         limit = max_tokens_limit_from_error(text, payload.get(tokens_key) or 0)
         if not limit:
             return None
         model = payload.get("model", "")
-        self.learned_limits[model] = limit
-        log.info("backend model %s allows at most %d output tokens; retrying with that", model, limit)
+        self.learned_limits[f"{backend.name}/{model}"] = limit
+        log.info("backend %s model %s allows at most %d output tokens; retrying with that", backend.name, model,
+                 limit)
         fixed = {**payload, tokens_key: limit}
         thinking = fixed.get("thinking")
         if isinstance(thinking, dict) and thinking.get("budget_tokens", 0) >= limit:
             fixed["thinking"] = {**thinking, "budget_tokens": max(1024, limit // 2)}
         return fixed
 
-    async def _post(self, url: str, payload: dict, headers: dict[str, str], key: str | None,
+    async def _post(self, backend: Backend, url: str, payload: dict, headers: dict[str, str], key: str | None,
                     fixup: Any) -> aiohttp.ClientResponse:
+        tokens_key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+        cap = min(filter(None, (self.learned_limits.get(f"{backend.name}/{payload.get('model', '')}"),
+                                backend.max_tokens)), default=None)
+        if cap and isinstance(payload.get(tokens_key), int) and payload[tokens_key] > cap:
+            payload = {**payload, tokens_key: cap}
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("→ POST %s model=%s stream=%s messages=%d tools=%d key=%s", redact_url(url),
-                      payload.get("model"), bool(payload.get("stream")), len(payload.get("messages") or []),
-                      len(payload.get("tools") or []), redact_key(key))
-        return await self._post_with_retries(url, payload, headers, key, fixup)
+            log.debug("→ POST %s (backend %s) key=%s body=%s", redact_url(url), backend.name, redact_key(key),
+                      loggable_body(payload, (key, self.config.api_key)))
+        return await self._post_with_retries(backend, url, payload, headers, key, fixup)
 
-    async def _post_with_retries(self, url: str, payload: dict, headers: dict[str, str], key: str | None,
-                                 fixup: Any) -> aiohttp.ClientResponse:
+    async def _post_with_retries(self, backend: Backend, url: str, payload: dict, headers: dict[str, str],
+                                 key: str | None, fixup: Any) -> aiohttp.ClientResponse:
         """POST; returns a 2xx response (body unread) or raises ProxyError.
 
         Connection failures, 429 and 5xx are retried with jittered backoff (honouring ``retry-after`` up to
         30 s). A 400 is shown once to ``fixup(error_text, payload)``, which may return a corrected payload.
         """
         assert self.session is not None
-        tokens_key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
-        learned = self.learned_limits.get(payload.get("model", ""))
-        if learned and isinstance(payload.get(tokens_key), int) and payload[tokens_key] > learned:
-            payload = {**payload, tokens_key: learned}
         body = json_dumps(payload).encode()
-        secrets_ = (key, self.config.api_key)
+        secrets_ = (key, self.config.api_key, backend.api_key)
+        where = redact_url(backend.url)
         attempt = 0
         fixed = False
         while True:
@@ -2125,18 +2363,18 @@ class Upstream:
                 resp = await self.session.post(url, data=body, headers=headers)
             except asyncio.TimeoutError as exc:
                 if _is_read_timeout(exc):  # the backend accepted and then said nothing: retrying would wait again
-                    raise ProxyError(504, f"the backend {self.config.url} sent no answer within "
+                    raise ProxyError(504, f"the backend {where} sent no answer within "
                                           f"{self.config.read_timeout:g}s (--read-timeout)", "timeout_error") from None
-                error = ProxyError(504, f"timed out connecting to the backend {self.config.url} "
+                error = ProxyError(504, f"timed out connecting to the backend {where} "
                                         f"(--connect-timeout {self.config.connect_timeout:g}s)", "timeout_error")
             except aiohttp.ClientError as exc:
-                error = ProxyError(502, scrub(f"cannot reach the backend {self.config.url}: {_describe(exc)}",
-                                              secrets_), "api_error")
+                error = ProxyError(502, scrub(f"cannot reach the backend {where}: {_describe(exc)}", secrets_),
+                                   "api_error")
             else:
                 if resp.status < 300:
                     return resp
                 text = await _read_error_body(resp)
-                error = error_from_backend(resp.status, scrub(text, secrets_), resp.headers, self.config.url)
+                error = error_from_backend(resp.status, scrub(text, secrets_), resp.headers, where)
                 if resp.status == 400 and not fixed:
                     new_payload = fixup(text, payload)
                     if new_payload is not None:
@@ -2152,7 +2390,8 @@ class Upstream:
             if delay is None:
                 raise error
             attempt += 1
-            log.warning("backend attempt %d failed (%s); retrying in %.1fs", attempt, error.message, delay)
+            log.warning("backend %s attempt %d failed (%s); retrying in %.1fs", backend.name, attempt, error.message,
+                        delay)
             await asyncio.sleep(delay)
 
 
@@ -2212,8 +2451,6 @@ async def _read_error_body(resp: aiohttp.ClientResponse) -> str:
 CONFIG_KEY = web.AppKey("config", Config)
 UPSTREAM_KEY = web.AppKey("upstream", Upstream)
 MODELS_CACHE_KEY = web.AppKey("models_cache", dict)
-REQUEST_ID_KEY: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
-DIALECT_KEY: Any = web.RequestKey("dialect", str) if hasattr(web, "RequestKey") else "dialect"
 MODEL_CREATED = "2025-01-01T00:00:00Z"
 MODELS_TTL = 300.0
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
@@ -2228,7 +2465,42 @@ class ServerState:
     inflight: set = field(default_factory=set)
 
 
+@dataclass
+class RequestLog:
+    """What the one log line per request says; handlers fill it in as they learn it."""
+    request_id: str
+    dialect: str
+    started: float
+    backend: str = "-"
+    backend_dialect: str = "-"
+    requested: str = "-"
+    model: str = "-"
+    stream: bool = False
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    first_byte: float | None = None
+
+    def line(self, method: str, path: str, status: int) -> str:
+        now = time.monotonic()
+        ttfb = f"{(self.first_byte - self.started) * 1000:.0f}ms" if self.first_byte else "-"
+        tokens = (f"in={self.input_tokens if self.input_tokens is not None else '-'} "
+                  f"out={self.output_tokens if self.output_tokens is not None else '-'}")
+        if self.requested == "-":
+            return f"{self.request_id} {method} {path} {status} total={(now - self.started) * 1000:.0f}ms"
+        return (f"{self.request_id} {self.dialect}→{self.backend_dialect}:{self.backend} "
+                f"{self.requested}→{self.model} {'stream' if self.stream else 'json'} {status} {tokens} "
+                f"ttfb={ttfb} total={(now - self.started) * 1000:.0f}ms")
+
+
+def _request_key(name: str, kind: Any) -> Any:
+    return web.RequestKey(name, kind) if hasattr(web, "RequestKey") else name
+
+
 STATE_KEY = web.AppKey("state", ServerState)
+REQUEST_ID_KEY: Any = _request_key("request_id", str)
+DIALECT_KEY: Any = _request_key("dialect", str)
+LOG_KEY: Any = _request_key("log", RequestLog)
+URL_ROUTE_KEY: Any = _request_key("url_route", tuple)
 
 
 def client_key(request: web.Request) -> str | None:
@@ -2241,11 +2513,15 @@ def client_key(request: web.Request) -> str | None:
     return None
 
 
-def backend_key(request: web.Request) -> str | None:
-    """The configured key; else the client's own, unless it is a proxy key (those never leave the proxy)."""
+def backend_key(request: web.Request, backend: Backend | None = None) -> str | None:
+    """The key for ``backend``: its configured one; else the client's own, unless that is a proxy key (those
+    never leave the proxy). A configured key only ever goes to the URL it was configured with."""
     config = request.app[CONFIG_KEY]
-    if config.api_key or config.proxy_keys:
-        return config.api_key
+    backend = backend or config.primary
+    if backend.api_key:
+        return backend.api_key
+    if config.proxy_keys:
+        return None
     return client_key(request)
 
 
@@ -2291,17 +2567,21 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise bad_request("request body is empty; expected a JSON object")
     try:
-        return json_loads(raw)
+        body = json_loads(raw)
     except ValueError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s ← %s %s body=%s", request[REQUEST_ID_KEY], request.method, request.path,
+                  loggable_body(raw, (client_key(request), request.app[CONFIG_KEY].api_key)))
+    return body
 
 
 def check_access(request: web.Request) -> None:
     """Host check against DNS rebinding on a loopback bind, then the proxy key if one is configured."""
     config = request.app[CONFIG_KEY]
     if config.loopback_only and not config.proxy_keys:
-        host = (request.host or "").rsplit(":", 1)[0] if not (request.host or "").startswith("[") else \
-            (request.host or "")[1:].split("]")[0]
+        host = request.host or ""
+        host = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0]
         if host and not _is_loopback_name(host):
             raise ProxyError(403, f"Host {host!r} is not allowed: the proxy listens on loopback only "
                                   f"(a web page may be trying DNS rebinding)", "permission_error")
@@ -2318,10 +2598,11 @@ def check_access(request: web.Request) -> None:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    request[REQUEST_ID_KEY] = "req_" + uuid.uuid4().hex[:24]
+    request_id = "req_" + uuid.uuid4().hex[:24]
+    request[REQUEST_ID_KEY] = request_id
     request[DIALECT_KEY] = client_dialect(request)
+    rlog = request[LOG_KEY] = RequestLog(request_id, request[DIALECT_KEY], time.monotonic())
     state = request.app[STATE_KEY]
-    started = time.monotonic()
     task = asyncio.current_task()
     state.inflight.add(task)
     try:
@@ -2348,10 +2629,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     finally:
         state.inflight.discard(task)
     if not response.prepared:
-        response.headers.setdefault("request-id", request[REQUEST_ID_KEY])
+        response.headers.setdefault("request-id", request_id)
     if request.path not in OPEN_PATHS:
-        log.info("%s %s %s → %s %.0fms", request[REQUEST_ID_KEY], request.method, request.path, response.status,
-                 (time.monotonic() - started) * 1000)
+        log.info("%s", rlog.line(request.method, request.path, response.status))
     return response
 
 
@@ -2377,22 +2657,26 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
     response.headers["Access-Control-Max-Age"] = "600"
 
 
-async def _read_backend_json(resp: aiohttp.ClientResponse, config: Config) -> Any:
+async def _read_backend_json(resp: aiohttp.ClientResponse, config: Config, backend: Backend) -> Any:
     async with resp:
         try:
-            return await resp.json(loads=json_loads, content_type=None)
-        except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
-                raise _stream_break(exc, config) from None
-            raise ProxyError(502, f"backend {config.url} sent an unreadable answer: {_describe(exc)}",
+            data = await resp.json(loads=json_loads, content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _stream_break(exc, config, backend) from None
+        except ValueError as exc:
+            raise ProxyError(502, f"backend {redact_url(backend.url)} sent an unreadable answer: {_describe(exc)}",
                              "api_error") from None
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("← backend %s body=%s", backend.name, loggable_body(data, (config.api_key, backend.api_key)))
+    return data
 
 
-def _stream_break(exc: BaseException, config: Config) -> ProxyError:
+def _stream_break(exc: BaseException, config: Config, backend: Backend) -> ProxyError:
+    where = redact_url(backend.url)
     if isinstance(exc, asyncio.TimeoutError):
-        return ProxyError(504, f"backend {config.url} sent nothing for {config.read_timeout:g}s (--read-timeout)",
+        return ProxyError(504, f"backend {where} sent nothing for {config.read_timeout:g}s (--read-timeout)",
                           "timeout_error")
-    return ProxyError(502, f"backend {config.url} broke off: {_describe(exc)}", "api_error")
+    return ProxyError(502, f"backend {where} broke off: {_describe(exc)}", "api_error")
 
 
 async def _cut_by_shutdown(request: web.Request, writer: KeepAliveWriter, dialect: str) -> bool:
@@ -2410,37 +2694,71 @@ async def _cut_by_shutdown(request: web.Request, writer: KeepAliveWriter, dialec
     return True
 
 
+# ---- routing and fallbacks ------------------------------------------------------------------------------
+
+def request_candidates(request: web.Request, requested: str) -> list[tuple[Backend, str]]:
+    url_route = request.get(URL_ROUTE_KEY)
+    if url_route:
+        return [url_route]
+    return request.app[CONFIG_KEY].candidates(requested)
+
+
+async def with_fallbacks(request: web.Request, candidates: list[tuple[Backend, str]], attempt: Any) -> Any:
+    """Try ``attempt(backend, model)`` on each candidate in turn. A 429, 5xx or connection failure before the
+    first byte reached the client moves on to the next; anything else (a 4xx, or a stream already under way)
+    is final."""
+    rlog = request[LOG_KEY]
+    for i, (backend, model) in enumerate(candidates):
+        rlog.backend, rlog.backend_dialect, rlog.model = backend.name, backend.dialect, model
+        try:
+            return await attempt(backend, model)
+        except ProxyError as exc:
+            if i + 1 == len(candidates) or not (exc.status == 429 or exc.status >= 500):
+                raise
+            nxt = candidates[i + 1]
+            log.warning("%s backend %s (%s) failed: %s; falling back to %s (%s)", request[REQUEST_ID_KEY],
+                        backend.name, model, exc.message, nxt[0].name, nxt[1])
+    raise AssertionError("unreachable: the last candidate raises or returns")
+
+
 # ---- Anthropic front door -----------------------------------------------------------------------------
 
 async def handle_messages(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
     body = await read_json(request)
     validate_messages_request(body)
-    key = backend_key(request)
-    if config.backend == "anthropic":
-        return await passthrough(request, body, key, "anthropic")
-    requested = body["model"]
-    payload = anthropic_to_openai_request(body, config.backend_model(requested), config.max_tokens,
-                                          config.reasoning_effort)
-    names = tool_name_map(body.get("tools"))
-    if not body.get("stream"):
-        resp = await request.app[UPSTREAM_KEY].post_chat(payload, key)
-        data = await _read_backend_json(resp, config)
-        message = openai_to_anthropic_response(data, requested, names, body.get("stop_sequences"),
+    rlog = request[LOG_KEY]
+    rlog.requested, rlog.stream = body["model"], bool(body.get("stream"))
+
+    async def attempt(backend: Backend, model: str) -> web.StreamResponse:
+        key = backend_key(request, backend)
+        if backend.dialect == "anthropic":
+            return await passthrough(request, body, backend, model, key, "anthropic")
+        payload = anthropic_to_openai_request(body, model, config.max_tokens, config.reasoning_effort)
+        names = tool_name_map(body.get("tools"))
+        if body.get("stream"):
+            return await stream_messages(request, body, backend, payload, key, names)
+        resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
+        data = await _read_backend_json(resp, config, backend)
+        message = openai_to_anthropic_response(data, body["model"], names, body.get("stop_sequences"),
                                                count_request_tokens(body))
+        rlog.input_tokens, rlog.output_tokens = message["usage"]["input_tokens"], message["usage"]["output_tokens"]
         return web.Response(text=json_dumps(message), content_type="application/json")
-    return await stream_messages(request, body, payload, key, names)
+
+    return await with_fallbacks(request, request_candidates(request, body["model"]), attempt)
 
 
-async def stream_messages(request: web.Request, body: dict, payload: dict, key: str | None,
+async def stream_messages(request: web.Request, body: dict, backend: Backend, payload: dict, key: str | None,
                           names: dict[str, str]) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
-    resp = await request.app[UPSTREAM_KEY].post_chat(payload, key)
+    rlog = request[LOG_KEY]
+    resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
     translator = OpenAIToAnthropicStream(body["model"], count_request_tokens(body), names,
                                          body.get("stop_sequences"))
     out = web.StreamResponse(headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
     async with resp:
         await out.prepare(request)
+        rlog.first_byte = time.monotonic()
         if "json" in resp.headers.get("content-type", ""):
             # The backend ignored stream:true and answered in one piece; replay it as a stream.
             try:
@@ -2451,8 +2769,9 @@ async def stream_messages(request: web.Request, body: dict, payload: dict, key: 
             except ProxyError as exc:
                 events = translator.start() + translator.fail(exc)
             except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                events = translator.start() + translator.fail(_stream_break(exc, config) if not isinstance(
-                    exc, ValueError) else ProxyError(502, f"backend {config.url} sent an unreadable answer"))
+                events = translator.start() + translator.fail(_stream_break(exc, config, backend) if not isinstance(
+                    exc, ValueError) else ProxyError(502, f"backend {redact_url(backend.url)} sent an unreadable "
+                                                          f"answer"))
             await out.write(sse_frames(events))
             await out.write_eof()
             return out
@@ -2484,7 +2803,7 @@ async def stream_messages(request: web.Request, body: dict, payload: dict, key: 
             except ProxyError as exc:
                 events = pending + translator.fail(exc)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                events = pending + translator.fail(_stream_break(exc, config))
+                events = pending + translator.fail(_stream_break(exc, config, backend))
             except asyncio.CancelledError:
                 if not await _cut_by_shutdown(request, writer, "anthropic"):
                     raise
@@ -2493,6 +2812,9 @@ async def stream_messages(request: web.Request, body: dict, payload: dict, key: 
             if events[-1][0] == "error":
                 log.warning("%s stream ended in error: %s", request[REQUEST_ID_KEY],
                             events[-1][1]["error"]["message"])
+            elif events[-1][0] == "message_stop":
+                usage = events[-2][1]["usage"]
+                rlog.input_tokens, rlog.output_tokens = usage.get("input_tokens"), usage.get("output_tokens")
             await out.write(sse_frames(events))
         await out.write_eof()
     return out
@@ -2502,12 +2824,12 @@ async def handle_count_tokens(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
     body = await read_json(request)
     validate_messages_request(body, count_only=True)
-    if config.backend == "anthropic":  # the backend can count exactly
-        payload = {**body, "model": config.backend_model(body["model"])}
+    backend, model = request_candidates(request, body["model"])[0]
+    if backend.dialect == "anthropic":  # the backend can count exactly
         resp = await request.app[UPSTREAM_KEY].post_anthropic(
-            payload, backend_key(request), request.headers.get("anthropic-version"),
+            backend, {**body, "model": model}, backend_key(request, backend), request.headers.get("anthropic-version"),
             request.headers.get("anthropic-beta"), path="/messages/count_tokens")
-        return web.json_response(await _read_backend_json(resp, config), dumps=json_dumps)
+        return web.json_response(await _read_backend_json(resp, config, backend), dumps=json_dumps)
     return web.json_response({"input_tokens": count_request_tokens(body)})
 
 
@@ -2517,23 +2839,38 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
     body = await read_json(request)
     validate_chat_request(body)
-    key = backend_key(request)
-    if config.backend == "openai":
-        return await passthrough(request, body, key, "openai")
-    requested = body["model"]
-    payload = openai_to_anthropic_request(body, config.backend_model(requested), config.max_tokens)
-    names = openai_request_tool_names(body)
-    json_tool = (payload.get("tool_choice") or {}).get("name") == JSON_TOOL
-    resp = await request.app[UPSTREAM_KEY].post_anthropic(payload, key)
-    if not body.get("stream"):
-        data = await _read_backend_json(resp, config)
-        return web.Response(text=json_dumps(anthropic_to_openai_response(data, requested, names, json_tool)),
-                            content_type="application/json")
+    rlog = request[LOG_KEY]
+    rlog.requested, rlog.stream = body["model"], bool(body.get("stream"))
+
+    async def attempt(backend: Backend, model: str) -> web.StreamResponse:
+        key = backend_key(request, backend)
+        if backend.dialect == "openai":
+            return await passthrough(request, body, backend, model, key, "openai")
+        payload = openai_to_anthropic_request(body, model, config.max_tokens)
+        names = openai_request_tool_names(body)
+        json_tool = (payload.get("tool_choice") or {}).get("name") == JSON_TOOL
+        resp = await request.app[UPSTREAM_KEY].post_anthropic(backend, payload, key)
+        if body.get("stream"):
+            return await stream_chat_completions(request, body, backend, resp, names, json_tool)
+        data = await _read_backend_json(resp, config, backend)
+        answer = anthropic_to_openai_response(data, body["model"], names, json_tool)
+        rlog.input_tokens = answer["usage"]["prompt_tokens"]
+        rlog.output_tokens = answer["usage"]["completion_tokens"]
+        return web.Response(text=json_dumps(answer), content_type="application/json")
+
+    return await with_fallbacks(request, request.app[CONFIG_KEY].candidates(body["model"]), attempt)
+
+
+async def stream_chat_completions(request: web.Request, body: dict, backend: Backend, resp: aiohttp.ClientResponse,
+                                  names: dict[str, str], json_tool: bool) -> web.StreamResponse:
+    config = request.app[CONFIG_KEY]
+    rlog = request[LOG_KEY]
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    translator = AnthropicToOpenAIStream(requested, include_usage, names, json_tool)
+    translator = AnthropicToOpenAIStream(body["model"], include_usage, names, json_tool)
     out = web.StreamResponse(headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
     async with resp:
         await out.prepare(request)
+        rlog.first_byte = time.monotonic()
         with KeepAliveWriter(out, OPENAI_PING, config.ping_interval) as writer:
             pending: list[Any] = []
             try:
@@ -2559,11 +2896,13 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
             except ProxyError as exc:
                 chunks = pending + translator.fail(exc)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                chunks = pending + translator.fail(_stream_break(exc, config))
+                chunks = pending + translator.fail(_stream_break(exc, config, backend))
             except asyncio.CancelledError:
                 if not await _cut_by_shutdown(request, writer, "openai"):
                     raise
                 chunks = []
+        usage = openai_usage(translator.usage)
+        rlog.input_tokens, rlog.output_tokens = usage["prompt_tokens"], usage["completion_tokens"]
         if chunks:
             await out.write(openai_frames(chunks))
         await out.write_eof()
@@ -2583,26 +2922,34 @@ def openai_frames(chunks: list[Any]) -> bytes:
 _OPENAI_FINISHED = re.compile(rb'\[DONE\]|"finish_reason"\s*:\s*"')
 
 
-async def passthrough(request: web.Request, body: dict, key: str | None, dialect: str) -> web.StreamResponse:
+async def passthrough(request: web.Request, body: dict, backend: Backend, model: str, key: str | None,
+                      dialect: str) -> web.StreamResponse:
     """Forward a request to a backend of the same dialect: the model mapped, the key injected, the answer
     relayed byte for byte. A stream that breaks or ends unfinished gets an error frame of the client's dialect."""
     config = request.app[CONFIG_KEY]
     upstream = request.app[UPSTREAM_KEY]
-    payload = {**body, "model": config.backend_model(body["model"])}
+    rlog = request[LOG_KEY]
+    payload = {**body, "model": model}
     tokens_key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
     if config.max_tokens and isinstance(payload.get(tokens_key), int):
         payload[tokens_key] = min(payload[tokens_key], config.max_tokens)
     if dialect == "anthropic":
-        resp = await upstream.post_anthropic(payload, key, request.headers.get("anthropic-version"),
+        resp = await upstream.post_anthropic(backend, payload, key, request.headers.get("anthropic-version"),
                                              request.headers.get("anthropic-beta"))
     else:
-        resp = await upstream.post_chat(payload, key)
+        resp = await upstream.post_chat(backend, payload, key)
     if not body.get("stream"):
         async with resp:
             try:
                 raw = await resp.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                raise _stream_break(exc, config) from None
+                raise _stream_break(exc, config, backend) from None
+        try:
+            usage = json_loads(raw).get("usage") or {}
+            rlog.input_tokens = usage.get("input_tokens", usage.get("prompt_tokens"))
+            rlog.output_tokens = usage.get("output_tokens", usage.get("completion_tokens"))
+        except (ValueError, AttributeError):
+            pass
         return web.Response(body=raw, status=resp.status, content_type="application/json")
     out = web.StreamResponse(status=resp.status, headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
     finished = False
@@ -2610,6 +2957,7 @@ async def passthrough(request: web.Request, body: dict, key: str | None, dialect
     error: ProxyError | None = None
     async with resp:
         await out.prepare(request)
+        rlog.first_byte = time.monotonic()
         with KeepAliveWriter(out, ANTHROPIC_PING if dialect == "anthropic" else OPENAI_PING,
                              config.ping_interval) as writer:
             try:
@@ -2622,7 +2970,7 @@ async def passthrough(request: web.Request, body: dict, key: str | None, dialect
                             _OPENAI_FINISHED.search(window))
                         tail = window[-64:]
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                error = _stream_break(exc, config)
+                error = _stream_break(exc, config, backend)
             except asyncio.CancelledError:
                 if not await _cut_by_shutdown(request, writer, dialect):
                     raise
@@ -2636,12 +2984,41 @@ async def passthrough(request: web.Request, body: dict, key: str | None, dialect
     return out
 
 
+# ---- the original worker's URL routing, behind an allowlist ------------------------------------------------
+
+URL_ROUTE = re.compile(r"^/(https?)/([^/]+)/(?:(.*)/)?([^/]+)/v1/messages(/count_tokens)?/?$")
+
+
+async def handle_url_routed(request: web.Request) -> web.StreamResponse:
+    """``/https/api.groq.com/openai/v1/<model>/v1/messages``: the backend named in the path (the original
+    Worker's form), only for hosts in ``--allow-url-routing``. A configured key goes only to the exact URL it
+    was configured for; any other allowed host gets the client's own key."""
+    config = request.app[CONFIG_KEY]
+    m = URL_ROUTE.match(request.path)
+    if not m:
+        raise web.HTTPNotFound()
+    if not config.allow_url_routing:
+        raise ProxyError(404, "backend-in-the-path URLs are off; start the proxy with --allow-url-routing HOST to "
+                              "allow them", "not_found_error")
+    scheme, host, path, model, count = m.groups()
+    host = host.lower()
+    hostname = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+    if host not in config.allow_url_routing and hostname not in config.allow_url_routing:
+        raise ProxyError(403, f"host {hostname!r} is not in --allow-url-routing", "permission_error")
+    base = normalize_backend_url(f"{scheme}://{host}/{path or ''}")
+    same = [b for b in config.backends + (config.primary,) if b.url == base and b.dialect == "openai"]
+    backend = Backend(f"url:{host}", base, same[0].api_key if same else None, "openai", client_chosen=True)
+    request[URL_ROUTE_KEY] = (backend, model)
+    return await (handle_count_tokens(request) if count else handle_messages(request))
+
+
 # ---- models and probes ----------------------------------------------------------------------------------
 
 async def upstream_models(request: web.Request) -> list[str]:
-    """Model ids the backend lists, cached for five minutes per key; [] when the backend cannot say."""
+    """Model ids the default backend lists, cached for five minutes per key; [] when it cannot say."""
     config = request.app[CONFIG_KEY]
-    key = backend_key(request)
+    backend = config.primary
+    key = backend_key(request, backend)
     cache = request.app[MODELS_CACHE_KEY]
     cache_key = hashlib.sha256((key or "").encode()).hexdigest()
     hit = cache.get(cache_key)
@@ -2649,10 +3026,11 @@ async def upstream_models(request: web.Request) -> list[str]:
         return hit[1]
     upstream = request.app[UPSTREAM_KEY]
     assert upstream.session is not None
-    if config.backend == "anthropic":
-        url, headers = config.anthropic_url + "/models?limit=1000", upstream.anthropic_headers(key, None, None)
+    if backend.dialect == "anthropic":
+        url, headers = backend.anthropic_url + "/models?limit=1000", upstream.anthropic_headers(backend, key, None,
+                                                                                                 None)
     else:
-        url, headers = config.url + "/models", upstream.openai_headers(key, False)
+        url, headers = backend.url + "/models", upstream.openai_headers(backend, key, False)
     ids: list[str] = []
     try:
         async with upstream.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
@@ -2671,7 +3049,7 @@ async def handle_models(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
     ids = list(dict.fromkeys([client for client, _ in config.mapped_models()] + await upstream_models(request)))
     if request[DIALECT_KEY] == "openai":
-        owner = "anthropic" if config.backend == "anthropic" else "claude_proxy"
+        owner = "anthropic" if config.primary.dialect == "anthropic" else "claude_proxy"
         return web.json_response({"object": "list", "data": [
             {"id": i, "object": "model", "created": 1735689600, "owned_by": owner} for i in ids]}, dumps=json_dumps)
     data = [{"type": "model", "id": i, "display_name": i, "created_at": MODEL_CREATED} for i in ids]
@@ -2686,7 +3064,7 @@ async def handle_root(request: web.Request) -> web.Response:
 async def handle_health(request: web.Request) -> web.Response:
     if request.app[STATE_KEY].draining:
         return web.json_response({"status": "shutting_down"}, status=503)
-    return web.json_response({"status": "ok", "backend_dialect": request.app[CONFIG_KEY].backend})
+    return web.json_response({"status": "ok", "backend_dialect": request.app[CONFIG_KEY].primary.dialect})
 
 
 def make_app(config: Config) -> web.Application:
@@ -2713,6 +3091,7 @@ def make_app(config: Config) -> web.Application:
     app.router.add_get("/health", handle_health)
     app.router.add_get("/", handle_root)  # GET routes answer HEAD too
     app.router.add_get("/api/hello", handle_root)
+    app.router.add_post(r"/{scheme:https?}/{tail:.+}", handle_url_routed)
     return app
 
 
@@ -2747,27 +3126,171 @@ def parse_size(text: str | int) -> int:
     return int(float(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " "))
 
 
-def redact_url(url: str) -> str:
-    """A URL for logs: query values (Gemini-style ``?key=``) and userinfo hidden."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = re.sub(r"=([^&]*)", "=***", parts.query)
-    return parts._replace(netloc=netloc, query=query).geturl()
+def proxy_base_url(config: Config) -> str:
+    host = config.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host if ':' not in host else '[' + host + ']'}:{config.port}"
+
+
+def claude_env(config: Config, base_url: str | None, key: str | None, model: str | None = None,
+               small_model: str | None = None) -> dict[str, str]:
+    """The environment Claude Code needs to use this proxy."""
+    env = {"ANTHROPIC_BASE_URL": (base_url or proxy_base_url(config)).rstrip("/"),
+           "ANTHROPIC_API_KEY": key or (config.proxy_keys[0] if config.proxy_keys else "claude_proxy")}
+    if model:
+        env["ANTHROPIC_MODEL"] = model
+    if small_model:
+        env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] = small_model
+        env["ANTHROPIC_SMALL_FAST_MODEL"] = small_model
+    return env
+
+
+def write_claude_settings(path: str, env: dict[str, str]) -> str | None:
+    """Merge ``env`` into the ``env`` table of Claude Code's settings.json, keeping every other setting.
+
+    The old file is copied to ``<path>.bak-<timestamp>`` first (returned); the new one is written atomically
+    and readable only by its owner (it holds a key). A file that is not valid JSON is left alone.
+    """
+    data: dict[str, Any] = {}
+    backup = None
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+            data = json.loads(text) if text.strip() else {}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path} exists but cannot be read as JSON ({exc}); nothing was changed") from None
+        if not isinstance(data, dict) or not isinstance(data.get("env", {}), dict):
+            raise ValueError(f"{path} does not hold a settings object with an 'env' table; nothing was changed")
+        backup = f"{path}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
+        shutil.copy2(path, backup)
+    data.setdefault("env", {}).update(env)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return backup
+
+
+CHECK_HINTS = {
+    "authentication_error": "the backend rejected the key: set --api-key (without it, the key the client sends "
+                            "is forwarded), or send the right --proxy-key",
+    "permission_error": "the key is not allowed to use this model or endpoint",
+    "not_found_error": "the backend does not know this model, or the URL is wrong: check --model (and the tier "
+                       "models) against the backend's model list, and that --url ends where /chat/completions "
+                       "should be appended (often …/v1)",
+    "rate_limit_error": "rate-limited or out of quota at the backend: wait, or check the account",
+    "overloaded_error": "the backend is overloaded: try again later",
+    "timeout_error": "the backend did not answer in time: is it up? slow local models may need a larger "
+                     "--read-timeout",
+    "api_error": "the backend failed or could not be reached: check --url and that the server is running",
+    "invalid_request_error": "the backend refused the request as sent: see its message above",
+}
+
+
+async def run_check(config: Config, base_url: str | None, model: str, key: str | None, timeout: float,
+                    echo: Any) -> bool:
+    """Send one small request as JSON and one as a stream; print status, latency, reply, or cause and hint."""
+    runner = None
+    if base_url is None:  # check the configured backend through an in-process proxy on a loopback port
+        runner = web.AppRunner(make_app(config), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        backend, mapped = config.candidates(model)[0]
+        echo(f"checking backend {backend.name} at {redact_url(backend.endpoint)}: {model} → {mapped}")
+    else:
+        base_url = base_url.rstrip("/")
+        echo(f"checking {base_url} with model {model}")
+    key = key or (config.proxy_keys[0] if config.proxy_keys else "check")
+    headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
+    ok = True
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            for stream in (False, True):
+                ok &= await _check_once(session, base_url, model, headers, stream, echo)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+    echo("OK: the backend answers, as JSON and as a stream." if ok else "FAILED: see the cause and hint above.")
+    return ok
+
+
+async def _check_once(session: aiohttp.ClientSession, base_url: str, model: str, headers: dict[str, str],
+                      stream: bool, echo: Any) -> bool:
+    label = "stream" if stream else "JSON  "
+    body = {"model": model, "max_tokens": 64, "stream": stream,
+            "messages": [{"role": "user", "content": "Reply with one short sentence: are you there?"}]}
+    started = time.monotonic()
+    try:
+        async with session.post(base_url + "/v1/messages", json=body, headers=headers) as resp:
+            raw = b""
+            first = None
+            async for chunk in resp.content.iter_any():
+                first = first or time.monotonic()
+                raw += chunk
+            status = resp.status
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        echo(f"  {label} no answer: cannot reach {base_url}: {_describe(exc) or 'timed out'}")
+        echo("    hint: is the proxy running there? start it with `python claude_proxy.py …`, or fix --base-url")
+        return False
+    took = (time.monotonic() - started) * 1000
+    error, text = None, ""
+    try:
+        if status >= 400 or not stream:
+            data = json_loads(raw)
+            if status >= 400 or data.get("type") == "error":
+                error = data.get("error") or {}
+            else:
+                text = "".join(b.get("text", "") for b in data.get("content", []) if b.get("type") == "text")
+        else:
+            parser = SSEParser()
+            for event in parser.feed(raw) + parser.close():
+                data = json_loads(event.data)
+                if event.event == "error":
+                    error = data.get("error") or {}
+                elif event.event == "content_block_delta" and data["delta"].get("type") == "text_delta":
+                    text += data["delta"]["text"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        error = {"type": "api_error", "message": f"not an Anthropic answer: {raw[:200]!r}"}
+    if error is not None:
+        kind = error.get("type", "api_error")
+        echo(f"  {label} HTTP {status} in {took:.0f} ms: {kind}: {error.get('message', '')}")
+        echo(f"    hint: {CHECK_HINTS.get(kind, CHECK_HINTS['api_error'])}")
+        return False
+    ttfb = f", first byte {(first - started) * 1000:.0f} ms" if stream and first else ""
+    reply = " ".join(text.split())
+    echo(f"  {label} HTTP {status} in {took:.0f} ms{ttfb}: {reply[:120]!r}")
+    if not reply:
+        echo("    hint: the answer was empty; the model may need a larger max_tokens or a different model")
+        return False
+    return True
 
 
 def startup_lines(config: Config) -> list[str]:
-    mapping = ", ".join(f"{t} → {config.tier_model(t)}" for t in TIERS if config.tier_model(t))
-    model = config.model or "as requested"
-    base = f"http://{config.host if ':' not in config.host else '[' + config.host + ']'}:{config.port}"
-    key = f"key {redact_key(config.api_key)}" if config.api_key else "key: the client's own"
-    return [
-        f"claude_proxy {__version__} listening on {base} → {redact_url(config.endpoint)} ({key}); "
-        f"model {model}{'; ' + mapping if mapping else ''}",
-        f"  export ANTHROPIC_BASE_URL={base}",
-        f"  export ANTHROPIC_API_KEY="
-        f"{'<a --proxy-key>' if config.proxy_keys else 'any-value' if config.api_key else '<your backend key>'}",
-        f"  OpenAI clients: base URL {base}/v1",
-    ]
+    base = proxy_base_url(config) if config.host in ("0.0.0.0", "::") else \
+        f"http://{config.host if ':' not in config.host else '[' + config.host + ']'}:{config.port}"
+    primary = config.primary
+    key = f"key {redact_key(primary.api_key)}" if primary.api_key else "key: the client's own"
+    shown = [r for r in config.all_routes if r.match != "*" or r.backend != primary.name or r.model]
+    glob_routes = {g for g in CLAUDE_NAME_GLOBS}
+    if config.model and not config.routes:  # the --model routes read better as one phrase
+        shown = [r for r in shown if not (r.match in glob_routes and r.model == config.model)]
+    routes = "; ".join(f"{r.match} → {r.backend}:{r.model or '(as requested)'}"
+                       + (f" (then {', '.join(f'{b}:{m or chr(42)}' for b, m in r.fallbacks)})" if r.fallbacks else "")
+                       for r in shown)
+    lines = [f"claude_proxy {__version__} listening on {base} → {redact_url(primary.endpoint)} ({key}); "
+             f"model {config.model or 'as requested'}{'; ' + routes if routes else ''}"]
+    lines += [f"  export ANTHROPIC_BASE_URL={base}",
+              f"  export ANTHROPIC_API_KEY="
+              f"{'<a --proxy-key>' if config.proxy_keys else 'any-value' if primary.api_key else '<your backend key>'}",
+              f"  OpenAI clients: base URL {base}/v1"]
+    return lines
 
 
 async def serve(config: Config, reuse_port: bool = False, announce: bool = True) -> None:
@@ -2859,9 +3382,11 @@ class _RedactingFilter(logging.Filter):
 
 def _build_cli():  # click is imported lazily so the module imports without it
     import click
+    from click.core import ParameterSource
 
     help_text = """Serve the Anthropic Messages API (Claude Code, the anthropic SDK) from any OpenAI-compatible
-    backend.
+    backend, and the OpenAI Chat Completions API from Anthropic. Serving is the default; `setup-claude` and
+    `check` are the two helpers.
 
     \b
     Examples:
@@ -2870,6 +3395,9 @@ def _build_cli():  # click is imported lazily so the module imports without it
       python claude_proxy.py --url api.groq.com/openai/v1 --api-key gsk_... \\
           --model llama-3.3-70b-versatile --haiku-model llama-3.1-8b-instant
       python claude_proxy.py --backend anthropic --api-key sk-ant-... --model claude-sonnet-4-5
+      python claude_proxy.py --config routes.toml               # several backends, routes, fallbacks
+      python claude_proxy.py setup-claude                       # point Claude Code at the proxy
+      python claude_proxy.py --url api.deepseek.com/v1 --api-key sk-... check   # test the backend
     \b
     Then:  ANTHROPIC_BASE_URL=http://127.0.0.1:8082 ANTHROPIC_API_KEY=unused claude
     or an OpenAI client (LibreChat, SillyTavern, openai SDK) at http://127.0.0.1:8082/v1
@@ -2878,7 +3406,11 @@ def _build_cli():  # click is imported lazily so the module imports without it
     OPENAI_BASE_URL and OPENAI_API_KEY are used when the CLAUDE_PROXY_ ones are unset.
     """
 
-    @click.command(help=help_text, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+    @click.group(help=help_text, invoke_without_command=True,
+                 context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+    @click.option("--config", "config_file", envvar="CLAUDE_PROXY_CONFIG", default=None,
+                  type=click.Path(dir_okay=False),
+                  help="TOML file with [[backends]], [[routes]] and [server] settings; flags override it.")
     @click.option("--url", envvar=["CLAUDE_PROXY_URL", "OPENAI_BASE_URL"], default=None,
                   help=f"Backend base URL; /chat/completions (or /v1/messages) is appended. https:// is assumed, "
                        f"http:// for localhost. [default: {DEFAULT_URL}, or {DEFAULT_ANTHROPIC_URL} with "
@@ -2887,7 +3419,8 @@ def _build_cli():  # click is imported lazily so the module imports without it
                   type=click.Choice(BACKENDS),
                   help="The backend's dialect: an OpenAI-compatible /chat/completions, or Anthropic /v1/messages.")
     @click.option("--api-key", envvar=["CLAUDE_PROXY_API_KEY", "OPENAI_API_KEY"], default=None,
-                  help="Backend key (sent as Authorization: Bearer). Unset: the client's own key is forwarded.")
+                  help="Backend key (Authorization: Bearer; x-api-key to Anthropic). Unset: the client's own key "
+                       "is forwarded.")
     @click.option("--model", envvar="CLAUDE_PROXY_MODEL", default=None,
                   help="Backend model for every Claude model name. Unset: the requested name is sent as is.")
     @click.option("--haiku-model", envvar="CLAUDE_PROXY_HAIKU_MODEL", default=None,
@@ -2918,6 +3451,9 @@ def _build_cli():  # click is imported lazily so the module imports without it
                        "Never forwarded: the backend gets --api-key.")
     @click.option("--cors-origin", "cors_origins", envvar="CLAUDE_PROXY_CORS_ORIGIN", multiple=True,
                   help="Allow browser calls from this origin (repeatable, comma-separated, or '*'). Default: none.")
+    @click.option("--allow-url-routing", "allow_url_routing", envvar="CLAUDE_PROXY_ALLOW_URL_ROUTING",
+                  multiple=True, help="Accept the original Worker's /https/HOST/path/MODEL/v1/messages URLs for "
+                                      "these hosts (comma-separated). Off by default.")
     @click.option("--max-body", envvar="CLAUDE_PROXY_MAX_BODY", default="32MiB", show_default=True,
                   help="Largest request body (base64 images and PDFs are large); bigger ones get 413.")
     @click.option("--drain-timeout", envvar="CLAUDE_PROXY_DRAIN_TIMEOUT", default=30.0, show_default=True,
@@ -2930,23 +3466,37 @@ def _build_cli():  # click is imported lazily so the module imports without it
                   type=click.IntRange(1, 256), help="Processes serving the same port (SO_REUSEPORT), for many cores.")
     @click.option("--log-level", envvar="CLAUDE_PROXY_LOG_LEVEL", default="info", show_default=True,
                   type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-    def cli(**opts: Any) -> None:
-        opts_workers = opts.pop("workers")
+    @click.pass_context
+    def cli(ctx: click.Context, **opts: Any) -> None:
+        config_file = opts.pop("config_file")
         try:
+            if config_file:
+                for name, value in load_config_file(config_file).items():
+                    explicit = ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+                    if name in ("backends", "routes") or not explicit:
+                        opts[name] = value
+                if ctx.get_parameter_source("url") not in (None, ParameterSource.DEFAULT):
+                    opts.pop("default_backend", None)  # --url given: the flags' backend stays the default
+            workers = opts.pop("workers")
             opts["max_body"] = parse_size(opts["max_body"])
             config = Config(**opts)
+        except ConfigFileError as exc:
+            raise click.ClickException(str(exc)) from None
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
+        ctx.obj = config
+        if ctx.invoked_subcommand is not None:
+            return
         logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
                             stream=sys.stderr)
-        logging.getLogger().handlers[0].addFilter(_RedactingFilter([config.api_key or "", *config.proxy_keys]))
+        secrets_ = [config.api_key or "", *config.proxy_keys, *(b.api_key or "" for b in config.backends)]
+        logging.getLogger().handlers[0].addFilter(_RedactingFilter(secrets_))
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         try:
             import uvloop  # optional speed-up
             uvloop.install()
         except ImportError:
             pass
-        workers = opts_workers
         if workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
             raise click.BadParameter("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
         try:
@@ -2958,6 +3508,50 @@ def _build_cli():  # click is imported lazily so the module imports without it
             pass
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+
+    @cli.command("setup-claude")
+    @click.option("--base-url", default=None, help="The proxy's URL [default: http://HOST:PORT from the flags].")
+    @click.option("--key", default=None,
+                  help="Value for ANTHROPIC_API_KEY [default: the first --proxy-key, else 'claude_proxy'].")
+    @click.option("--claude-model", default=None, help="Also set ANTHROPIC_MODEL (Claude Code's main model).")
+    @click.option("--small-model", default=None,
+                  help="Also set ANTHROPIC_DEFAULT_HAIKU_MODEL and ANTHROPIC_SMALL_FAST_MODEL.")
+    @click.option("--settings", "settings_path", default=None, type=click.Path(dir_okay=False),
+                  help="Settings file [default: ~/.claude/settings.json].")
+    @click.option("--print", "print_only", is_flag=True, help="Print shell export lines instead of writing.")
+    @click.pass_obj
+    def setup_claude(config: Config, base_url: str | None, key: str | None, claude_model: str | None,
+                     small_model: str | None, settings_path: str | None, print_only: bool) -> None:
+        """Point Claude Code at the proxy: merge ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY into its settings."""
+        env = claude_env(config, base_url, key, claude_model, small_model)
+        if print_only:
+            for name, value in env.items():
+                click.echo(f"export {name}={shlex.quote(value)}")
+            return
+        path = settings_path or os.path.join(os.path.expanduser("~"), ".claude", "settings.json")
+        try:
+            backup = write_claude_settings(path, env)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"wrote {', '.join(env)} to {path}" + (f" (previous file saved as {backup})" if backup else ""))
+        if not shutil.which("claude"):
+            click.echo("Claude Code is not installed here; install it with: npm install -g @anthropic-ai/claude-code")
+        else:
+            click.echo("start it with: claude")
+
+    @cli.command("check")
+    @click.option("--base-url", default=None,
+                  help="A running proxy (or any Anthropic-compatible URL) to check. Default: start the proxy "
+                       "in-process from the usual flags and check the configured backend through it.")
+    @click.option("--claude-model", "model", default="claude-sonnet-4-5", show_default=True,
+                  help="The model name to ask for (mapped as usual).")
+    @click.option("--key", default=None, help="Key to send [default: the first --proxy-key, else 'check'].")
+    @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds per request.")
+    @click.pass_obj
+    def check(config: Config, base_url: str | None, model: str, key: str | None, timeout: float) -> None:
+        """Send a small request, JSON and streaming, and print a verdict (exit 0 on success, 1 on failure)."""
+        ok = asyncio.run(run_check(config, base_url, model, key, timeout, click.echo))
+        sys.exit(0 if ok else 1)
 
     return cli
 
