@@ -276,8 +276,9 @@ class Config:
             if target != names[tier]:
                 out.append((names[tier], target))
         for route in self.all_routes:
-            if route.model:
-                out.append((route.model, route.model))
+            for model in [route.model] + [m for _, m in route.fallbacks]:
+                if model:
+                    out.append((model, model))
         return list(dict.fromkeys(out))
 
 
