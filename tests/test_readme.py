@@ -17,3 +17,20 @@ def test_ci_runs_the_readme_test_command_verbatim():
     ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read().splitlines()
     assert test in ci, "the README's test command must appear verbatim as a line of .ci/run"
     assert "pytest" in test and "requirements-test.txt" in test and "@anthropic-ai/claude-code" in test
+
+
+def test_readme_config_example_loads(tmp_path, monkeypatch):
+    import sys
+    sys.path.insert(0, ROOT)
+    import claude_proxy as cp
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    example = re.search(r"```toml\n(.+?)\n```", text, re.S).group(1)
+    path = tmp_path / "example.toml"
+    path.write_text(example)
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-d")
+    monkeypatch.setenv("GROQ_API_KEY", "gsk-g")
+    config = cp.Config(**cp.load_config_file(str(path)))
+    assert [(b.name, m) for b, m in config.candidates("claude-haiku-4-5")] == [
+        ("groq", "llama-3.3-70b-versatile"), ("deepseek", "deepseek-chat")]
+    assert config.candidates("experiment-qwen")[0][0].name == "local"
+    assert config.backend_model("claude-opus-4-8") == "deepseek-chat"
