@@ -3508,7 +3508,8 @@ def _build_cli():  # click is imported lazily so the module imports without it
         except KeyboardInterrupt:
             pass
         except OSError as exc:
-            raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+            raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") \
+                from None
 
     @cli.command("setup-claude")
     @click.option("--base-url", default=None, help="The proxy's URL [default: http://HOST:PORT from the flags].")

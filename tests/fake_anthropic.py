@@ -18,7 +18,6 @@ import asyncio
 import json
 import re
 import secrets
-from typing import Any
 
 from aiohttp import web
 
@@ -292,6 +291,7 @@ class FakeAnthropic:
         return resp
 
     async def models(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path_qs)
         if self.key is not None and request.headers.get("x-api-key") != self.key:
             return error(401, "authentication_error", "invalid x-api-key")
         ids = ["claude-opus-4-8", "claude-sonnet-4-5", "claude-haiku-4-5"]

@@ -110,7 +110,7 @@ class FakeOpenAI:
                     json.loads(call["function"]["arguments"])
                     owed.append(call["id"])
                 if m.get("content") is None and not m.get("tool_calls"):
-                    raise Reject(f"Invalid value for 'content': expected a string, got null.",
+                    raise Reject("Invalid value for 'content': expected a string, got null.",
                                  f"messages.[{i}].content")
                 if m.get("content") is not None:
                     self._check_text_content(m["content"], i, text_only=True)

@@ -258,7 +258,7 @@ def test_midstream_failure_raises_in_the_openai_sdk(make_oproxy, model):
     assert '"error"' in raw and "[DONE]" not in raw
 
 
-def test_models_in_both_dialects(oproxy):
+def test_models_in_both_dialects(oproxy, claude_backend):
     ids = [m.id for m in oclient(oproxy).models.list()]
     assert "claude-opus-4-8" in ids and "claude-sonnet-4-5" in ids  # from the backend's list, cached
     listing = httpx.get(oproxy.url + "/v1/models", headers={"Authorization": "Bearer x"}).json()
@@ -266,6 +266,7 @@ def test_models_in_both_dialects(oproxy):
     assert isinstance(listing["data"][0]["created"], int)
     amodels = anthropic.Anthropic(base_url=oproxy.url, api_key="x").models.list()
     assert amodels.data[0].type == "model" and "claude-haiku-4-5" in [m.id for m in amodels.data]
+    assert claude_backend.paths.count("/v1/models?limit=1000") == 1  # asked once, then served from the cache
 
 
 # ---- pass-through -------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import sys
 import time
 
 import httpx
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "claude_proxy.py")
