@@ -2724,12 +2724,18 @@ async def with_fallbacks(request: web.Request, candidates: list[tuple[Backend, s
 
 # ---- Anthropic front door -----------------------------------------------------------------------------
 
-async def handle_messages(request: web.Request) -> web.StreamResponse:
-    config = request.app[CONFIG_KEY]
+async def read_model_request(request: web.Request, validate: Any) -> tuple[dict, RequestLog]:
+    """The body of a /messages or /chat/completions call, validated, with the log line told what was asked."""
     body = await read_json(request)
-    validate_messages_request(body)
+    validate(body)
     rlog = request[LOG_KEY]
     rlog.requested, rlog.stream = body["model"], bool(body.get("stream"))
+    return body, rlog
+
+
+async def handle_messages(request: web.Request) -> web.StreamResponse:
+    config = request.app[CONFIG_KEY]
+    body, rlog = await read_model_request(request, validate_messages_request)
 
     async def attempt(backend: Backend, model: str) -> web.StreamResponse:
         key = backend_key(request, backend)
@@ -2838,10 +2844,7 @@ async def handle_count_tokens(request: web.Request) -> web.Response:
 
 async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
-    body = await read_json(request)
-    validate_chat_request(body)
-    rlog = request[LOG_KEY]
-    rlog.requested, rlog.stream = body["model"], bool(body.get("stream"))
+    body, rlog = await read_model_request(request, validate_chat_request)
 
     async def attempt(backend: Backend, model: str) -> web.StreamResponse:
         key = backend_key(request, backend)
@@ -2859,7 +2862,7 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
         rlog.output_tokens = answer["usage"]["completion_tokens"]
         return web.Response(text=json_dumps(answer), content_type="application/json")
 
-    return await with_fallbacks(request, request.app[CONFIG_KEY].candidates(body["model"]), attempt)
+    return await with_fallbacks(request, config.candidates(body["model"]), attempt)
 
 
 async def stream_chat_completions(request: web.Request, body: dict, backend: Backend, resp: aiohttp.ClientResponse,

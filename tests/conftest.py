@@ -173,3 +173,24 @@ def parse_sse_bytes(raw: bytes) -> list[tuple[str, dict]]:
     parser = claude_proxy.SSEParser()
     events = parser.feed(raw) + parser.close()
     return [(e.event, json.loads(e.data)) for e in events]
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float = 10) -> None:
+    """Until something accepts on 127.0.0.1:port (a proxy started as a subprocess)."""
+    import socket
+    import time
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listening on 127.0.0.1:{port} after {seconds}s")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,14 +10,10 @@ import time
 import anthropic
 import pytest
 
+from conftest import free_port, wait_for_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "claude_proxy.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_help_explains_flags_env_and_examples():
@@ -46,13 +41,7 @@ def served(backend):
     proc = subprocess.Popen([sys.executable, SCRIPT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     first = proc.stdout.readline()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_for_port(port)
     yield proc, port, key, first
     proc.terminate()
     proc.wait(10)
@@ -72,7 +61,7 @@ def test_starts_from_environment_prints_setup_and_hides_key(served, backend):
     assert backend.headers[-1]["Authorization"] == f"Bearer {key}"
     proc.terminate()
     _, err = proc.communicate(timeout=10)
-    assert "POST /v1/messages" in err  # one log line per request
+    assert "anthropic→openai:default claude-opus-4-8→fake-env json 200" in err  # one log line per request
     assert key not in err  # not even at debug level
 
 
@@ -84,13 +73,7 @@ def test_workers_share_one_port_and_stop_on_sigterm(backend):
                             stderr=subprocess.PIPE, text=True)
     try:
         assert "listening on" in proc.stdout.readline()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(port)
         time.sleep(0.3)  # let the second worker bind too
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
         assert len(out.split()) == 2
