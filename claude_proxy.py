@@ -605,6 +605,31 @@ def sanitize_tool_id(tool_id: Any, prefix: str = "toolu_") -> str:
     return prefix + secrets.token_hex(12)
 
 
+# Gemini 3 refuses a tool-call turn whose thought_signature is not sent back. The proxy keeps no state, so the
+# signature travels inside the tool_use id Claude Code echoes: "<id>__gts_<base64url(signature)>".
+SIGNATURE_MARK = "__gts_"
+
+
+def tool_id_with_signature(tool_id: str, call: dict) -> str:
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    if not isinstance(signature, str) or not signature:
+        return tool_id
+    return tool_id + SIGNATURE_MARK + base64.urlsafe_b64encode(signature.encode()).decode().rstrip("=")
+
+
+def split_tool_id(tool_id: str) -> tuple[str, str | None]:
+    """(the backend's id, its thought signature or None) from an id made by ``tool_id_with_signature``."""
+    base, mark, encoded = tool_id.partition(SIGNATURE_MARK)
+    if not mark:
+        return tool_id, None
+    try:
+        return base, base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return base, None
+
+
 def sanitize_schema(schema: Any, defs: dict | None = None, depth: int = 0) -> Any:
     """Reduce a JSON Schema to the subset every OpenAI-compatible backend accepts (Gemini is the strictest).
 
@@ -879,8 +904,12 @@ def _assistant_message(blocks: list[dict], where: str) -> dict:
                     f"{where}.content.{j}.name: expected a tool name")
             tool_input = block.get("input", {})
             _expect(isinstance(tool_input, dict), f"{where}.content.{j}.input: expected an object")
-            calls.append({"id": sanitize_tool_id(block.get("id")), "type": "function",
-                          "function": {"name": openai_tool_name(block["name"]), "arguments": json_dumps(tool_input)}})
+            call_id, signature = split_tool_id(sanitize_tool_id(block.get("id")))
+            call: dict[str, Any] = {"id": call_id, "type": "function", "function": {
+                "name": openai_tool_name(block["name"]), "arguments": json_dumps(tool_input)}}
+            if signature:
+                call["extra_content"] = {"google": {"thought_signature": signature}}
+            calls.append(call)
         elif kind in ("server_tool_use", "web_search_tool_result", "web_fetch_tool_result", "mcp_tool_use",
                       "mcp_tool_result", "code_execution_tool_result", "bash_code_execution_tool_result",
                       "text_editor_code_execution_tool_result", "tool_search_tool_result"):
@@ -905,7 +934,7 @@ def _user_messages(blocks: list[dict], where: str, out: list[dict], pending: lis
         kind = block["type"]
         bw = f"{where}.content.{j}"
         if kind == "tool_result":
-            tool_id = sanitize_tool_id(block.get("tool_use_id"))
+            tool_id = split_tool_id(sanitize_tool_id(block.get("tool_use_id")))[0]
             text, extra = _tool_result_parts(block, bw)
             if tool_id in pending:
                 pending.remove(tool_id)
@@ -1156,6 +1185,9 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+_THINK_BLOCK = re.compile(r"\s*<think>(.*?)(?:</think>\s*|$)", re.S)
+
+
 def openai_to_anthropic_response(resp: dict, requested_model: str, tool_names: dict[str, str] | None = None,
                                  stop_sequences: list[str] | None = None,
                                  input_estimate: int = 0) -> dict:
@@ -1174,6 +1206,10 @@ def openai_to_anthropic_response(resp: dict, requested_model: str, tool_names: d
     if isinstance(reasoning, str) and reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = _content_text(message.get("content"))
+    think = _THINK_BLOCK.match(text) if not content else None
+    if think:  # reasoning inlined as <think>…</think> (DeepSeek-R1/QwQ on Ollama, llama.cpp)
+        content.append({"type": "thinking", "thinking": think.group(1).strip(), "signature": ""})
+        text = text[think.end():]
     if text:
         content.append({"type": "text", "text": text})
     refusal = message.get("refusal")
@@ -1185,8 +1221,8 @@ def openai_to_anthropic_response(resp: dict, requested_model: str, tool_names: d
             continue
         fn = call.get("function") or {}
         name = fn.get("name") or ""
-        content.append({"type": "tool_use", "id": sanitize_tool_id(call.get("id")), "name": names.get(name, name),
-                        "input": _parse_tool_arguments(fn.get("arguments"))})
+        content.append({"type": "tool_use", "id": tool_id_with_signature(sanitize_tool_id(call.get("id")), call),
+                        "name": names.get(name, name), "input": _parse_tool_arguments(fn.get("arguments"))})
     if isinstance(message.get("function_call"), dict):  # legacy single function call
         fc = message["function_call"]
         content.append({"type": "tool_use", "id": sanitize_tool_id(None), "name": names.get(fc.get("name"), fc.get(
@@ -1770,6 +1806,8 @@ class OpenAIToAnthropicStream:
         self.saw_tool = False
         self.refused = False
         self.done = False
+        self.think = "maybe"  # "maybe" (nothing said yet), "in" (inside <think>), "after" (just closed), "off"
+        self.think_buf = ""
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> list[Event]:
@@ -1808,9 +1846,7 @@ class OpenAIToAnthropicStream:
                 text += refusal
                 self.refused = True
             if text:
-                events += self._open("text")
-                events.append(self._delta({"type": "text_delta", "text": text}))
-                self.out_chars += len(text)
+                events += self._content(text)
             calls = delta.get("tool_calls")
             if isinstance(calls, list):
                 for call in calls:
@@ -1823,6 +1859,7 @@ class OpenAIToAnthropicStream:
         if finish:
             self.finish_reason = finish
             self.matched_stop = _matched_stop(choice, self.stop_sequences) or self.matched_stop
+            events += self._flush_think()
             events += self._close()
         return events
 
@@ -1833,7 +1870,8 @@ class OpenAIToAnthropicStream:
         if not saw_done and self.finish_reason is None:
             return self.fail(ProxyError(502, "the backend closed the stream before finishing the answer "
                                              "(no finish_reason, no [DONE])", "api_error"))
-        events = self._flush_unnamed_tools()
+        events = self._flush_think()
+        events += self._flush_unnamed_tools()
         events += self._close()
         self.done = True
         usage = anthropic_usage(self.usage) or {
@@ -1856,6 +1894,56 @@ class OpenAIToAnthropicStream:
             return []
         self.done = True
         return [("error", {"type": "error", "error": {"type": error.kind, "message": error.message}})]
+
+    # -- <think> inside content -------------------------------------------------------------------
+    def _content(self, text: str) -> list[Event]:
+        """Text, except that an answer opening with ``<think>`` has its reasoning moved to a thinking block.
+        Tags split across chunks are held back until they can be recognised."""
+        if self.think == "after":  # the blank line after </think> is not part of the answer
+            text = text.lstrip()
+            if not text:
+                return []
+            self.think = "off"
+        if self.think == "maybe":
+            self.think_buf += text
+            head = self.think_buf.lstrip()
+            if head.startswith("<think>"):
+                self.think, text, self.think_buf = "in", head[len("<think>"):], ""
+            elif "<think>".startswith(head):
+                return []  # whitespace or a partial tag so far
+            else:
+                self.think, text, self.think_buf = "off", self.think_buf, ""
+        if self.think == "in":
+            text = self.think_buf + text
+            end = text.find("</think>")
+            if end < 0:
+                keep = max(0, len(text) - (len("</think>") - 1))
+                self.think_buf = text[keep:]
+                return self._thinking(text[:keep])
+            self.think, self.think_buf = "after", ""
+            events = self._thinking(text[:end])
+            rest = text[end + len("</think>"):].lstrip()
+            if rest:
+                self.think = "off"
+                events += self._text(rest)
+            return events
+        return self._text(text)
+
+    def _thinking(self, text: str) -> list[Event]:
+        if not text:
+            return []
+        self.out_chars += len(text)
+        return self._open("thinking") + [self._delta({"type": "thinking_delta", "thinking": text})]
+
+    def _text(self, text: str) -> list[Event]:
+        self.out_chars += len(text)
+        return self._open("text") + [self._delta({"type": "text_delta", "text": text})]
+
+    def _flush_think(self) -> list[Event]:
+        buf, self.think_buf = self.think_buf, ""
+        if not buf:
+            return []
+        return self._thinking(buf) if self.think == "in" else self._text(buf)
 
     # -- blocks -----------------------------------------------------------------------------------
     def _delta(self, delta: dict) -> Event:
@@ -1891,7 +1979,8 @@ class OpenAIToAnthropicStream:
         key = self._tool_key(call, call_id, name)
         state = self.tools.get(key)
         if state is None:
-            state = {"id": sanitize_tool_id(call_id), "name": None, "args": "", "started": False}
+            state = {"id": tool_id_with_signature(sanitize_tool_id(call_id), call), "name": None, "args": "",
+                     "started": False}
             self.tools[key] = state
         if name and not state["name"]:
             state["name"] = name
@@ -1916,8 +2005,8 @@ class OpenAIToAnthropicStream:
         if isinstance(idx, int) and not isinstance(idx, bool):
             existing = self.tools.get(("i", idx))
             # Gemini may reuse index 0 for each parallel call: a new id under a used index is a new call.
-            if existing is not None and call_id and existing["started"] and call_id != existing["id"] and \
-                    sanitize_tool_id(call_id) != existing["id"]:
+            if existing is not None and call_id and existing["started"] and \
+                    sanitize_tool_id(call_id) != split_tool_id(existing["id"])[0]:
                 return ("id", call_id)
             return ("i", idx)
         if call_id:
@@ -1927,7 +2016,10 @@ class OpenAIToAnthropicStream:
         return self.tool_key
 
     def _start_tool(self, key: Any, state: dict) -> list[Event]:
-        events = self._close()
+        events = self._flush_think() if self.think != "in" else []  # text held back comes first
+        if self.think in ("maybe", "after"):
+            self.think = "off"
+        events += self._close()
         self.index += 1
         self.open = "tool"
         self.tool_key = key

@@ -15,7 +15,9 @@ chunk, no usage), ``*small*`` (8192 output tokens max), ``cut-*`` (stream dies m
 ``stall-*`` (three chunks, then silence), ``silent-<s>`` (silent for s seconds after the first chunk),
 ``trickle-<s>`` (each chunk s seconds apart), ``flaky-<n>`` (the first n calls answer 503), ``ratelimited-<s>``
 (the first call answers 429 with retry-after s), ``reset-*`` (closes the connection without answering),
-``echokey-*`` (a 401 quoting the whole Authorization header: worse than any real backend). Unknown models → 404.
+``echokey-*`` (a 401 quoting the whole Authorization header: worse than any real backend), ``*gemini-3*`` (tool
+calls carry a thought_signature that must come back on the next turn, as Gemini 3 demands), ``*r1*`` (reasoning
+inlined in the content as <think>…</think>). Unknown models → 404.
 Handlers notice a client that went away and record it in ``aborts``.
 
 Run standalone: ``python tests/fake_openai.py --port 9000 [--key sk-...]``.
@@ -104,6 +106,11 @@ class FakeOpenAI:
                              + ", ".join(owed), f"messages.[{i}].role")
             if role == "assistant":
                 for call in m.get("tool_calls") or []:
+                    if "gemini-3" in body["model"]:
+                        sig = ((call.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+                        if sig != f"sig/{call.get('id')}+=":
+                            raise Reject(f"Function call is missing a thought_signature in functionCall parts. "
+                                         f"(call {call.get('id')})", f"messages[{i}]")
                     if call.get("type") != "function" or not isinstance(call.get("function", {}).get("arguments"),
                                                                           str):
                         raise Reject("Invalid tool_calls entry", f"messages.[{i}].tool_calls")
@@ -243,6 +250,11 @@ class FakeOpenAI:
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             return openai_error(400, f"Invalid request: {exc}")
         ans = self.answer(body)
+        if "r1" in model and ans["text"]:
+            ans["text"] = "<think>\nWeighing the options.\n</think>\n\n" + ans["text"]
+        if "gemini-3" in model:
+            for call in ans["calls"]:
+                call["extra_content"] = {"google": {"thought_signature": f"sig/{call['id']}+="}}
         if body.get("stream"):
             return await self.stream(request, body, ans)
         message: dict[str, Any] = {"role": "assistant", "content": ans["text"] or None, "refusal": None}
@@ -250,7 +262,8 @@ class FakeOpenAI:
             message["reasoning_content"] = ans["reasoning"]
         if ans["calls"]:
             message["tool_calls"] = [{"id": c["id"], "type": "function",
-                                      "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                      "function": {"name": c["name"], "arguments": c["arguments"]},
+                                      **({"extra_content": c["extra_content"]} if "extra_content" in c else {})}
                                      for c in ans["calls"]]
         return web.json_response({
             "id": "chatcmpl-fake123", "object": "chat.completion", "created": int(time.time()), "model": model,
@@ -315,7 +328,8 @@ class FakeOpenAI:
                     "name": call["name"], "arguments": call["arguments"]}}]}))
             elif "gemini" in model:
                 frames.append(chunk({"tool_calls": [{"id": call["id"], "type": "function", "function": {
-                    "name": call["name"], "arguments": call["arguments"]}}]}))
+                    "name": call["name"], "arguments": call["arguments"]},
+                    **({"extra_content": call["extra_content"]} if "extra_content" in call else {})}]}))
             else:
                 frames.append(chunk({"tool_calls": [{"index": n, "id": call["id"], "type": "function",
                                                      "function": {"name": call["name"], "arguments": ""}}]}))

@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent("""\
     ip link set lo up 2>/dev/null || true
     "$PY" "$TESTS/fake_openai.py" --port 18931 --log "$OUT/backend.jsonl" 2>"$OUT/backend.err" &
     "$PY" "$ROOT/claude_proxy.py" --url 127.0.0.1:18931/v1 --port 18932 --model fake-main \\
-        --haiku-model fake-haiku --log-level debug 2>"$OUT/proxy.log" >"$OUT/proxy.out" &
+        --haiku-model fake-haiku --opus-model fake-gemini-3 --log-level debug 2>"$OUT/proxy.log" >"$OUT/proxy.out" &
     for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/18932) 2>/dev/null && break; sleep 0.1; done
     cd "$WORK"
     run() {
@@ -62,6 +62,7 @@ SCRIPT = textwrap.dedent("""\
         --allowedTools "Bash(ls:*)"
     run parallel -p "Both. TOOL_CALL:Read:{\\"file_path\\":\\"$WORK/secret.txt\\"} TOOL_CALL:Bash:{\\"command\\":\\"ls\\"}" \\
         --allowedTools Read "Bash(ls:*)" --model sonnet
+    run gemini -p "Read it. TOOL_CALL:Read:{\\"file_path\\":\\"$WORK/secret.txt\\"}" --allowedTools Read --model opus
     kill %1 %2
     wait
 """)
@@ -123,15 +124,23 @@ def test_parallel_tools(claude_run):
     assert "PINEAPPLE-42" in data["result"] and "notes.md" in data["result"], data["result"]
 
 
+def test_gemini_3_signatures_through_claude_code(claude_run):
+    data = result(claude_run, "gemini")  # the fake refuses the second turn unless the signature came back
+    assert "PINEAPPLE-42" in data["result"], data["result"]
+    signed = [c for r in claude_run["requests"] if r["model"] == "fake-gemini-3"
+              for m in r["messages"] if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+    assert signed and all(c["extra_content"]["google"]["thought_signature"].startswith("sig/") for c in signed)
+
+
 def test_every_backend_request_streamed_and_was_valid(claude_run):
-    for name in ("hello", "read", "bash", "parallel"):
+    for name in ("hello", "read", "bash", "parallel", "gemini"):
         result(claude_run, name)
     reqs = claude_run["requests"]
     assert len(reqs) >= 7, len(reqs)
     # no request fell back to non-streaming: Claude Code only does that after a broken stream
     assert all(r.get("stream") is True for r in reqs), [r.get("stream") for r in reqs]
     models = {r["model"] for r in reqs}
-    assert models == {"fake-main", "fake-haiku"}, models
+    assert models == {"fake-main", "fake-haiku", "fake-gemini-3"}, models
     assert "→ 4" not in claude_run["proxy_log"] and "→ 5" not in claude_run["proxy_log"], claude_run["proxy_log"]
     tool_turns = [r for r in reqs if any(m["role"] == "tool" for m in r["messages"])]
     assert len(tool_turns) >= 3

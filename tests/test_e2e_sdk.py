@@ -273,3 +273,37 @@ def test_large_image_body_is_accepted(proxy, backend):
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}},
         {"type": "text", "text": "what is it"}]), timeout=30)
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_3_thought_signatures_survive_the_tool_loop(make_proxy, backend, stream):
+    """The fake rejects a tool-call turn without the signature it issued, as Gemini 3 does."""
+    c = client(make_proxy(model="fake-gemini-3-pro"))
+    prompt = 'TOOL_CALL:Read:{"file_path":"/a"} TOOL_CALL:Bash:{"command":"ls"}'
+    if stream:
+        with c.messages.stream(**ask(prompt, tools=CLAUDE_TOOLS)) as s:
+            first = s.get_final_message()
+    else:
+        first = c.messages.create(**ask(prompt, tools=CLAUDE_TOOLS))
+    assert [b.name for b in first.content] == ["Read", "Bash"]
+    history = [{"role": "user", "content": prompt},
+               {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": b.id, "content": f"out {b.name}"}
+                                            for b in first.content]}]
+    second = c.messages.create(model="claude-sonnet-5", max_tokens=100, messages=history, tools=CLAUDE_TOOLS)
+    assert second.content[0].text == "Tool result received: out Read | out Bash"
+    sent = backend.requests[-1]["messages"][1]["tool_calls"]
+    assert all(call["extra_content"]["google"]["thought_signature"] == f"sig/{call['id']}+=" for call in sent)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_inline_think_tags_become_thinking(make_proxy, stream):
+    c = client(make_proxy(model="deepseek-r1:14b"))
+    if stream:
+        with c.messages.stream(**ask("hi")) as s:
+            msg = s.get_final_message()
+    else:
+        msg = c.messages.create(**ask("hi"))
+    assert [b.type for b in msg.content] == ["thinking", "text"]
+    assert msg.content[0].thinking.strip() == "Weighing the options."
+    assert msg.content[1].text == "Hello from deepseek-r1:14b! You said: hi"

@@ -232,3 +232,46 @@ def test_sse_parser_every_split(step):
     assert datas == ['{"a":1}', '{"b":"é中"}', '{"c":\n2}', '{"d":1}', '{"e":2}', "[DONE]"]
     assert [json.loads(d) for d in datas[:-1]][2] == {"c": 2}
     assert events[2].event == "message" and events[0].event is None
+
+
+# ---- reasoning inlined as <think>…</think>, and Gemini thought signatures ---------------------------------------
+
+@pytest.mark.parametrize("pieces", [
+    ["<think>", "Let me ", "think.", "</think>", "\n\nThe answer."],
+    ["<thi", "nk>Let me think.</th", "ink>The answer."],
+    ["\n<think>Let me think.</think>The answer."],
+])
+def test_think_tags_in_content_become_a_thinking_block(pieces):
+    msg = final(run([c({"content": p}) for p in pieces] + [c({}, "stop")]))
+    assert [b.type for b in msg.content] == ["thinking", "text"]
+    assert msg.content[0].thinking.strip() == "Let me think." and msg.content[1].text == "The answer."
+
+
+def test_text_that_merely_mentions_think_is_left_alone():
+    msg = final(run([c({"content": "Use "}), c({"content": "<think> tags"}), c({}, "stop")]))
+    assert [b.type for b in msg.content] == ["text"] and msg.content[0].text == "Use <think> tags"
+    msg = final(run([c({"content": "\n\n"}), c({"tool_calls": [{"index": 0, "id": "t", "function": {
+        "name": "f", "arguments": "{}"}}]}), c({}, "tool_calls")]))
+    assert [b.type for b in msg.content] == ["text", "tool_use"]  # held-back whitespace keeps its place
+
+
+def test_unclosed_think_at_the_end_stays_thinking():
+    msg = final(run([c({"content": "<think>still going"}), c({}, "length")]))
+    assert [b.type for b in msg.content] == ["thinking"] and msg.content[0].thinking == "still going"
+
+
+def test_gemini_thought_signature_rides_in_the_tool_id_and_comes_back():
+    from claude_proxy import anthropic_to_openai_request, split_tool_id
+    sig = "CiQBVKhc7+/sig=="
+    msg = final(run([c({"tool_calls": [{"id": "call_1", "type": "function", "extra_content": {
+        "google": {"thought_signature": sig}}, "function": {"name": "Read", "arguments": '{"p":1}'}}]}),
+        c({}, "tool_calls")]))
+    tool_id = msg.content[0].id
+    assert tool_id.startswith("call_1__gts_") and split_tool_id(tool_id) == ("call_1", sig)
+    out = anthropic_to_openai_request({"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": tool_id, "name": "Read", "input": {"p": 1}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": "ok"}]}]}, "gemini-3")
+    call = out["messages"][1]["tool_calls"][0]
+    assert call["id"] == "call_1" and call["extra_content"] == {"google": {"thought_signature": sig}}
+    assert out["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "ok"}

@@ -168,3 +168,14 @@ def test_count_request_tokens_scales_with_input_and_is_never_zero():
     with_image = count_request_tokens({"messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "x"}}]}]})
     assert with_image > 1000
+
+
+def test_json_think_tags_and_signatures():
+    msg = openai_to_anthropic_response(completion({"content": "<think>\nhmm\n</think>\n\nAnswer", "tool_calls": [
+        {"id": "c1", "type": "function", "extra_content": {"google": {"thought_signature": "s/ig+"}},
+         "function": {"name": "f", "arguments": "{}"}}]}), "m")
+    assert msg["content"][0] == {"type": "thinking", "thinking": "hmm", "signature": ""}
+    assert msg["content"][1] == {"type": "text", "text": "Answer"}
+    assert msg["content"][2]["id"].startswith("c1__gts_")
+    plain = openai_to_anthropic_response(completion({"content": "No <think> here"}), "m")
+    assert plain["content"] == [{"type": "text", "text": "No <think> here"}]
