@@ -34,3 +34,15 @@ def test_readme_config_example_loads(tmp_path, monkeypatch):
         ("groq", "llama-3.3-70b-versatile"), ("deepseek", "deepseek-chat")]
     assert config.candidates("experiment-qwen")[0][0].name == "local"
     assert config.backend_model("claude-opus-4-8") == "deepseek-chat"
+
+
+def test_every_flag_is_in_the_readme_configuration_table():
+    import sys
+    sys.path.insert(0, ROOT)
+    import claude_proxy as cp
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    table = text[text.index("## Configuration"):text.index("## Several backends")]
+    flags = [opt for p in cp._build_cli().params for opt in p.opts if opt.startswith("--") and opt != "--help"]
+    assert len(flags) > 20
+    missing = [f for f in flags if f"`{f}`" not in table]
+    assert not missing, missing
