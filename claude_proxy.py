@@ -2399,8 +2399,10 @@ class Upstream:
     async def post_chat(self, backend: Backend, payload: dict, key: str | None) -> aiohttp.ClientResponse:
         """POST {url}/chat/completions; a 400 naming a smaller ``max_tokens`` limit is retried with it."""
         headers = self.openai_headers(backend, key, bool(payload.get("stream")))
-        return await self._post(backend, backend.chat_url, payload, headers, key,
-                                lambda text, sent: self._clamp_max_tokens(backend, text, sent))
+
+        def fixup(text: str, sent: dict) -> dict | None:
+            return self._clamp_max_tokens(backend, text, sent) or _drop_rejected_parameter(text, sent)
+        return await self._post(backend, backend.chat_url, payload, headers, key, fixup)
 
     async def post_anthropic(self, backend: Backend, payload: dict, key: str | None, version: str | None = None,
                              beta: str | None = None, path: str = "/messages") -> aiohttp.ClientResponse:
@@ -2443,14 +2445,15 @@ class Upstream:
         """POST; returns a 2xx response (body unread) or raises ProxyError.
 
         Connection failures, 429 and 5xx are retried with jittered backoff (honouring ``retry-after`` up to
-        30 s). A 400 is shown once to ``fixup(error_text, payload)``, which may return a corrected payload.
+        30 s). A 400 is shown to ``fixup(error_text, payload)``, which may return a corrected payload (at most
+        three corrections: a max_tokens limit, a refused optional parameter, ...).
         """
         assert self.session is not None
         body = json_dumps(payload).encode()
         secrets_ = (key, self.config.api_key, backend.api_key)
         where = redact_url(backend.url)
         attempt = 0
-        fixed = False
+        fixes = 0
         while True:
             try:
                 resp = await self.session.post(url, data=body, headers=headers)
@@ -2468,10 +2471,10 @@ class Upstream:
                     return resp
                 text = await _read_error_body(resp)
                 error = error_from_backend(resp.status, scrub(text, secrets_), resp.headers, where)
-                if resp.status == 400 and not fixed:
+                if resp.status == 400 and fixes < 3:
                     new_payload = fixup(text, payload)
                     if new_payload is not None:
-                        fixed = True
+                        fixes += 1
                         payload = new_payload
                         body = json_dumps(payload).encode()
                         continue
@@ -2486,6 +2489,20 @@ class Upstream:
             log.warning("backend %s attempt %d failed (%s); retrying in %.1fs", backend.name, attempt, error.message,
                         delay)
             await asyncio.sleep(delay)
+
+
+# Parameters the proxy adds or passes on that some OpenAI-compatible servers refuse ("Unrecognized request
+# argument supplied: stream_options", "Unsupported parameter: 'temperature'"): the answer is still possible
+# without them.
+OPTIONAL_PARAMETERS = ("stream_options", "reasoning_effort", "parallel_tool_calls", "temperature", "top_p", "stop")
+
+
+def _drop_rejected_parameter(text: str, payload: dict) -> dict | None:
+    for name in OPTIONAL_PARAMETERS:
+        if name in payload and re.search(rf"(?<![\w.]){name}(?![\w])", text):
+            log.info("backend refused %s; retrying without it", name)
+            return {k: v for k, v in payload.items() if k != name}
+    return None
 
 
 def _adaptive_thinking_fixup(text: str, payload: dict) -> dict | None:

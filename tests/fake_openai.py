@@ -142,6 +142,11 @@ class FakeOpenAI:
                 isinstance(tc, dict) and tc.get("type") == "function"):
             raise Reject(f"Invalid value: '{tc}'. Supported values are: 'none', 'auto', and 'required'.",
                          "tool_choice")
+        for param, marker in (("stream_options", "oldserver"), ("reasoning_effort", "gpt-4o"),
+                              ("temperature", "o3")):
+            if marker in body["model"] and param in body:
+                raise Reject(f"Unrecognized request argument supplied: {param}" if param != "temperature" else
+                             "Unsupported parameter: 'temperature' is not supported with this model.", param)
         if "temperature" in body and not (0 <= body["temperature"] <= 2):
             raise Reject("temperature out of range", "temperature")
         limit = next((v for k, v in MODEL_OUTPUT_LIMIT.items() if k in body["model"]), DEFAULT_LIMIT)

@@ -307,3 +307,13 @@ def test_inline_think_tags_become_thinking(make_proxy, stream):
     assert [b.type for b in msg.content] == ["thinking", "text"]
     assert msg.content[0].thinking.strip() == "Weighing the options."
     assert msg.content[1].text == "Hello from deepseek-r1:14b! You said: hi"
+
+
+@pytest.mark.parametrize("model,dropped", [("fake-oldserver", "stream_options"), ("fake-gpt-4o", "reasoning_effort")])
+def test_refused_optional_parameters_are_dropped_and_retried(make_proxy, backend, model, dropped):
+    proxy = make_proxy(model=model, reasoning_effort="auto")
+    with client(proxy).messages.stream(**ask("hi"), thinking={"type": "enabled", "budget_tokens": 2048}) as s:
+        msg = s.get_final_message()
+    assert msg.content[0].text.startswith(f"Hello from {model}")
+    assert dropped in backend.requests[0] and dropped not in backend.requests[1] and len(backend.requests) == 2
+    assert msg.usage.output_tokens > 0  # even without include_usage the stream reports output tokens
