@@ -349,14 +349,22 @@ def load_config_file(path: str) -> dict[str, Any]:
             raise fail(f"unknown key {key!r} in [server] (known: {', '.join(sorted(SERVER_KEYS))})",
                        "server", 0, key)
         out[key] = tuple(value) if isinstance(value, list) else value
-    backends = []
-    for i, b in enumerate(data.get("backends", [])):
-        if not isinstance(b, dict):
-            raise fail("each [[backends]] entry must be a table", "backends", i)
-        for key in b:
-            if key not in BACKEND_KEYS:
-                raise fail(f"unknown key {key!r} in [[backends]] (known: {', '.join(sorted(BACKEND_KEYS))})",
-                           "backends", i, key)
+    def entries(table: str, known: set[str]) -> Iterable[tuple[int, dict]]:
+        """The entries of an array of tables, each checked to be a table with only known keys."""
+        items = data.get(table, [])
+        if not isinstance(items, list):
+            raise fail(f"{table} must be written [[{table}]]", table)
+        for i, entry in enumerate(items):
+            if not isinstance(entry, dict):
+                raise fail(f"each [[{table}]] entry must be a table", table, i)
+            for key in entry:
+                if key not in known:
+                    raise fail(f"unknown key {key!r} in [[{table}]] (known: {', '.join(sorted(known))})", table, i,
+                               key)
+            yield i, entry
+
+    backends: list[Backend] = []
+    for i, b in entries("backends", BACKEND_KEYS):
         name = b.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise fail("[[backends]] needs a name (letters, digits, _ . -)", "backends", i, "name")
@@ -386,13 +394,7 @@ def load_config_file(path: str) -> dict[str, Any]:
         backends.append(Backend(name, url, key, dialect, max_tokens, tuple(headers.items())))
     names = {b.name for b in backends} | {"default"}
     routes = []
-    for i, r in enumerate(data.get("routes", [])):
-        if not isinstance(r, dict):
-            raise fail("each [[routes]] entry must be a table", "routes", i)
-        for key in r:
-            if key not in ROUTE_KEYS:
-                raise fail(f"unknown key {key!r} in [[routes]] (known: {', '.join(sorted(ROUTE_KEYS))})",
-                           "routes", i, key)
+    for i, r in entries("routes", ROUTE_KEYS):
         if not isinstance(r.get("match"), str):
             raise fail("[[routes]] needs match = \"<glob>\"", "routes", i, "match")
         if r.get("backend") not in names:
