@@ -3156,6 +3156,8 @@ async def upstream_models(request: web.Request) -> list[str]:
                 ids = [i for i in ids if isinstance(i, str)]
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError) as exc:
         log.info("backend model list unavailable: %s", _describe(exc))
+    if len(cache) >= 1024:  # one entry per client key when keys are forwarded: keep it bounded
+        cache.clear()
     cache[cache_key] = (time.monotonic(), ids)
     return ids
 
