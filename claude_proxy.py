@@ -56,8 +56,14 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp import web
+try:
+    import aiohttp
+    from aiohttp import web
+except ImportError as _missing:  # run before `pip install -r requirements.txt`: say so, not a traceback
+    if __name__ == "__main__":
+        sys.exit(f"claude_proxy needs aiohttp and click ({_missing}).\n"
+                 f"Install them with: python3 -m pip install -r requirements.txt")
+    raise
 
 try:  # optional speed-up; the standard library is the fallback
     import orjson
@@ -126,7 +132,6 @@ class Backend:
     dialect: str = "openai"
     max_tokens: int | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    client_chosen: bool = False  # reached by URL routing: only the client's own key may go there
 
     @property
     def chat_url(self) -> str:
@@ -219,27 +224,13 @@ class Config:
                     raise ValueError(f"route {r.match!r} names backend {name!r}, which is not defined")
         object.__setattr__(self, "_backend_table", table)
         object.__setattr__(self, "_all_routes", tuple(routes))
-
-    @property
-    def loopback_only(self) -> bool:
-        return _is_loopback_name(self.host.strip("[]"))
+        # read on every request (the Host check): decide once
+        object.__setattr__(self, "loopback_only", _is_loopback_name(self.host.strip("[]")))
 
     @property
     def primary(self) -> Backend:
         """The default backend: the flags' one, or the --config one that replaces it."""
         return self._backend_table[self.default_backend or "default"]  # type: ignore[attr-defined]
-
-    @property
-    def chat_url(self) -> str:
-        return self.primary.chat_url
-
-    @property
-    def anthropic_url(self) -> str:
-        return self.primary.anthropic_url
-
-    @property
-    def endpoint(self) -> str:
-        return self.primary.endpoint
 
     def backend_named(self, name: str) -> Backend:
         return self._backend_table[name]  # type: ignore[attr-defined]
@@ -2307,7 +2298,6 @@ class KeepAliveWriter:
         self.loop = asyncio.get_running_loop()
         self.last = self.loop.time()
         self.at_boundary = True
-        self.pings = 0
         self.task: asyncio.Task | None = None
 
     def __enter__(self) -> "KeepAliveWriter":
@@ -2328,7 +2318,6 @@ class KeepAliveWriter:
             await asyncio.sleep(max(0.0, self.last + self.interval - self.loop.time()))
             if self.loop.time() - self.last >= self.interval and self.at_boundary:
                 self.last = self.loop.time()
-                self.pings += 1
                 try:
                     await self.out.write(self.frame)
                 except (ConnectionError, RuntimeError):  # client gone; the handler is being cancelled
@@ -3059,12 +3048,13 @@ async def passthrough(request: web.Request, body: dict, backend: Backend, model:
                 raw = await resp.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 raise _stream_break(exc, config, backend) from None
-        try:
-            usage = json_loads(raw).get("usage") or {}
-            rlog.input_tokens = usage.get("input_tokens", usage.get("prompt_tokens"))
-            rlog.output_tokens = usage.get("output_tokens", usage.get("completion_tokens"))
-        except (ValueError, AttributeError):
-            pass
+        if log.isEnabledFor(logging.INFO):  # parsed only for the log line's token counts
+            try:
+                usage = json_loads(raw).get("usage") or {}
+                rlog.input_tokens = usage.get("input_tokens", usage.get("prompt_tokens"))
+                rlog.output_tokens = usage.get("output_tokens", usage.get("completion_tokens"))
+            except (ValueError, AttributeError):
+                pass
         return web.Response(body=raw, status=resp.status, content_type="application/json")
     out = web.StreamResponse(status=resp.status, headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
     finished = False
@@ -3122,7 +3112,7 @@ async def handle_url_routed(request: web.Request) -> web.StreamResponse:
         raise ProxyError(403, f"host {hostname!r} is not in --allow-url-routing", "permission_error")
     base = normalize_backend_url(f"{scheme}://{host}/{path or ''}")
     same = [b for b in config.backends + (config.primary,) if b.url == base and b.dialect == "openai"]
-    backend = Backend(f"url:{host}", base, same[0].api_key if same else None, "openai", client_chosen=True)
+    backend = Backend(f"url:{host}", base, same[0].api_key if same else None, "openai")
     request[URL_ROUTE_KEY] = (backend, model)
     return await (handle_count_tokens(request) if count else handle_messages(request))
 
@@ -3675,7 +3665,12 @@ def _build_cli():  # click is imported lazily so the module imports without it
 
 
 def main(argv: list[str] | None = None) -> None:
-    _build_cli()(args=argv, prog_name="claude_proxy.py")
+    try:
+        cli = _build_cli()
+    except ImportError as exc:
+        sys.exit(f"claude_proxy needs aiohttp and click ({exc}).\n"
+                 f"Install them with: python3 -m pip install -r requirements.txt")
+    cli(args=argv, prog_name="claude_proxy.py")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import secrets
 
 from aiohttp import web
 
+from fake_openai import LoopbackServer
+
 KNOWN_FIELDS = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
                 "top_p", "top_k", "tools", "tool_choice", "thinking", "output_config", "service_tier", "container",
                 "cache_control", "inference_geo", "context_management", "mcp_servers"}
@@ -45,7 +47,7 @@ def _text_blocks_ok(blocks: list, where: str) -> None:
             raise Invalid(f"{where}.{j}: text content blocks must contain non-whitespace text")
 
 
-class FakeAnthropic:
+class FakeAnthropic(LoopbackServer):
     def __init__(self, key: str | None = None):
         self.key = key
         self.requests: list[dict] = []
@@ -306,14 +308,3 @@ class FakeAnthropic:
         app.router.add_get("/v1/models", self.models)
         return app
 
-    async def start(self) -> int:
-        self.runner = web.AppRunner(self.app(), access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-        return self.port
-
-    async def stop(self) -> None:
-        if self.runner:
-            await self.runner.cleanup()

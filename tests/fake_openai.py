@@ -60,7 +60,28 @@ class Reject(Exception):
         self.status, self.param, self.code = status, param, code
 
 
-class FakeOpenAI:
+class LoopbackServer:
+    """start()/stop() for a fake whose ``app()`` builds its aiohttp application; serves on 127.0.0.1."""
+    runner: web.AppRunner | None = None
+    port = 0
+
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self, port: int = 0) -> int:
+        self.runner = web.AppRunner(self.app(), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", port)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+class FakeOpenAI(LoopbackServer):
     def __init__(self, key: str | None = None, models: set[str] | None = None):
         self.key = key
         self.models = models  # None: any model not starting with "unknown" exists
@@ -381,17 +402,6 @@ class FakeOpenAI:
         app.router.add_get("/v1/models", self.models_list)
         return app
 
-    async def start(self, port: int = 0) -> int:
-        self.runner = web.AppRunner(self.app(), access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-        return self.port
-
-    async def stop(self) -> None:
-        if self.runner:
-            await self.runner.cleanup()
 
 
 def main() -> None:

@@ -298,21 +298,22 @@ OPENAI_LIKE = {
         {"role": "tool", "tool_call_id": "c1", "content": "r"}]}
 
 
+def _post_mutations(loop_thread, url: str, seed: int, base: dict, count: int) -> list[tuple[int, bytes, str]]:
+    """POST ``count`` seeded mutations of ``base``; (status, body head, request head) for each."""
+    async def run():
+        out = []
+        async with aiohttp.ClientSession() as session:
+            for body in _mutations(seed, base, count):
+                data = json.dumps(body, allow_nan=True)
+                async with session.post(url, data=data, headers={"content-type": "application/json"}) as r:
+                    out.append((r.status, (await r.read())[:300], data[:300]))
+        return out
+    return loop_thread.run(run(), timeout=120)
+
+
 def test_fuzzed_anthropic_bodies_never_5xx(loop_thread, make_proxy, backend):
     proxy = make_proxy()
-
-    async def run():
-        statuses = []
-        async with aiohttp.ClientSession() as session:
-            for body in _mutations(1234, CLAUDE_CODE_LIKE, 300):
-                data = json.dumps(body, allow_nan=True)
-                async with session.post(proxy.url + "/v1/messages", data=data,
-                                        headers={"content-type": "application/json"}) as r:
-                    raw = await r.read()
-                    statuses.append((r.status, raw[:300], data[:300]))
-        return statuses
-
-    for status, raw, data in loop_thread.run(run(), timeout=120):
+    for status, raw, data in _post_mutations(loop_thread, proxy.url + "/v1/messages", 1234, CLAUDE_CODE_LIKE, 300):
         assert status < 500, (status, raw, data)
         if status >= 400:
             err = json.loads(raw)
@@ -321,18 +322,7 @@ def test_fuzzed_anthropic_bodies_never_5xx(loop_thread, make_proxy, backend):
 
 def test_fuzzed_openai_bodies_never_5xx(loop_thread, make_proxy, loop_thread_claude_backend):
     proxy = make_proxy(backend="anthropic", url=f"127.0.0.1:{loop_thread_claude_backend.port}", api_key="k")
-
-    async def run():
-        out = []
-        async with aiohttp.ClientSession() as session:
-            for body in _mutations(99, OPENAI_LIKE, 300):
-                data = json.dumps(body, allow_nan=True)
-                async with session.post(proxy.url + "/v1/chat/completions", data=data,
-                                        headers={"content-type": "application/json"}) as r:
-                    out.append((r.status, (await r.read())[:300], data[:300]))
-        return out
-
-    for status, raw, data in loop_thread.run(run(), timeout=120):
+    for status, raw, data in _post_mutations(loop_thread, proxy.url + "/v1/chat/completions", 99, OPENAI_LIKE, 300):
         assert status < 500, (status, raw, data)
         if status >= 400:
             assert json.loads(raw)["error"]["message"]

@@ -66,7 +66,7 @@ def test_stop_sequence_reported_when_backend_names_it():
 
 def test_missing_usage_is_estimated_not_zero():
     msg = openai_to_anthropic_response(completion({"content": "hello world"}, usage={}), "m", input_estimate=42)
-    assert msg["usage"]["input_tokens"] == 0 or msg["usage"]["input_tokens"] == 42
+    assert msg["usage"]["input_tokens"] == 42  # an empty usage object counts as none
     msg = openai_to_anthropic_response({**completion({"content": "hello world"}), "usage": None}, "m",
                                        input_estimate=42)
     assert msg["usage"]["input_tokens"] == 42 and msg["usage"]["output_tokens"] > 0
