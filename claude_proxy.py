@@ -83,13 +83,15 @@ log = logging.getLogger("claude_proxy")
 
 
 # ======================================================================================================
-# 2. Configuration
+# 1. Configuration
 # ======================================================================================================
 
 DEFAULT_URL = "http://localhost:11434/v1"
 DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
 BACKENDS = ("openai", "anthropic")
 TIERS = ("haiku", "sonnet", "opus")
+REASONING_EFFORT_CHOICES = ("off", "auto", "minimal", "low", "medium", "high")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def normalize_backend_url(url: str) -> str:
@@ -105,6 +107,10 @@ def normalize_backend_url(url: str) -> str:
         hostname = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") else host[1:].split("]")[0]
         url = ("http://" if _is_loopback_name(hostname) else "https://") + url
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError(f"backend URL has an invalid port: {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"backend URL must be http(s)://host[:port][/path], got {url!r}")
     url = url.rstrip("/")
@@ -121,6 +127,106 @@ def _is_loopback_name(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def parse_size(text: str | int) -> int:
+    """``32MiB``, ``32M``, ``512k``, ``1048576`` → bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", str(text), re.I)
+    if not m:
+        raise ValueError(f"expected a size like 32MiB or 1048576, got {text!r}")
+    return int(float(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " "))
+
+
+def str_list(value: Any) -> tuple[str, ...]:
+    """A list setting from a flag (repeatable, comma-separated) or Python: a bare string is one item, never a
+    sequence of characters."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
+        raise ValueError(f"expected a list of strings, got {describe_value(value)}")
+    return tuple(x.strip() for item in items for x in item.split(",") if x.strip())
+
+
+def describe_value(value: Any) -> str:
+    """A value as a config-file mistake shows it: its type, then itself (shortened)."""
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+             tuple: "a list", dict: "a table"}
+    kind = kinds.get(type(value), f"a {type(value).__name__}")
+    shown = json_dumps(value) if isinstance(value, (bool, int, float, str)) else str(value)
+    return f"{kind} {shown[:60]}{'…' if len(shown) > 60 else ''}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The type of one setting, shared by the flags' values, ``Config`` and the config file."""
+    kind: str  # "str", "int", "float", "choice", "list", "size", "table"
+    low: float | None = None  # smallest allowed (for "float" with ``open_low``: must be above it)
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    open_low: bool = False
+
+    def check(self, value: Any) -> Any:
+        """``value`` as the setting holds it, or ValueError saying what was expected and what came."""
+        if self.kind == "list":
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"expected a list of strings, got {describe_value(value)}")
+            return str_list(value)
+        if self.kind == "size":
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise ValueError(f"expected a size like \"32MiB\" or 1048576, got {describe_value(value)}")
+            return self._in_range(parse_size(value), value)
+        if self.kind == "table":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ValueError(f"expected a table of strings, got {describe_value(value)}")
+            return tuple(value.items())
+        if self.kind == "choice":
+            if not isinstance(value, str) or value.lower() not in self.choices:
+                raise ValueError(f"expected one of {', '.join(self.choices)}, got {describe_value(value)}")
+            return value.lower()
+        if self.kind == "str":
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"expected a non-empty string, got {describe_value(value)}")
+            return value
+        numeric = (int,) if self.kind == "int" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, numeric) or not math.isfinite(value):
+            raise ValueError(f"expected {'an integer' if self.kind == 'int' else 'a number'}"
+                             f"{self._range()}, got {describe_value(value)}")
+        return self._in_range(value if self.kind == "int" else float(value), value)
+
+    def _in_range(self, number: float, value: Any) -> Any:
+        too_low = self.low is not None and (number <= self.low if self.open_low else number < self.low)
+        if too_low or (self.high is not None and number > self.high):
+            raise ValueError(f"expected {'an integer' if self.kind == 'int' else 'a number'}{self._range()}, "
+                             f"got {describe_value(value)}")
+        return number
+
+    def _range(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f" from {self.low:g} to {self.high:g}"
+        if self.low is not None:
+            return f" {'above' if self.open_low else 'of at least'} {self.low:g}"
+        return ""
+
+
+POSITIVE_SECONDS = Setting("float", 0, open_low=True)
+# Every [server] key and the flag of the same name (flags use "-" for "_").
+SERVER_SETTINGS = {
+    "host": Setting("str"), "port": Setting("int", 0, 65535), "max_tokens": Setting("int", 1),
+    "reasoning_effort": Setting("choice", choices=REASONING_EFFORT_CHOICES), "connect_timeout": POSITIVE_SECONDS,
+    "read_timeout": POSITIVE_SECONDS, "retries": Setting("int", 0, 10), "max_body": Setting("size", 1),
+    "log_level": Setting("choice", choices=LOG_LEVELS), "proxy_keys": Setting("list"),
+    "cors_origins": Setting("list"), "drain_timeout": Setting("float", 0), "ping_interval": POSITIVE_SECONDS,
+    "max_connections": Setting("int", 1), "allow_url_routing": Setting("list"), "workers": Setting("int", 1, 256),
+    "model": Setting("str"), "haiku_model": Setting("str"), "sonnet_model": Setting("str"),
+    "opus_model": Setting("str"),
+}
+BACKEND_SETTINGS = {
+    "name": Setting("str"), "url": Setting("str"), "api_key": Setting("str"), "api_key_env": Setting("str"),
+    "backend": Setting("choice", choices=BACKENDS), "max_tokens": Setting("int", 1), "headers": Setting("table"),
+}
+ROUTE_SETTINGS = {"match": Setting("str"), "backend": Setting("str"), "model": Setting("str"),
+                  "fallbacks": Setting("list")}
 
 
 @dataclass(frozen=True)
@@ -161,10 +267,70 @@ class Route:
 
 
 CLAUDE_NAME_GLOBS = ("*claude*", "*haiku*", "*sonnet*", "*opus*")
+CLAUDE_TIER_NAMES = {"haiku": "claude-haiku-4-5", "sonnet": "claude-sonnet-4-5", "opus": "claude-opus-4-1"}
 
 
 @dataclass(frozen=True)
+class Routing:
+    """Where each request goes: the backends by name, the routes in order (first match wins) and the default
+    backend. Built once from the settings."""
+    backends: dict[str, Backend]
+    routes: tuple[Route, ...]
+    default: str
+
+    @classmethod
+    def build(cls, config: Config) -> Routing:
+        table = {b.name: b for b in config.backends}
+        table.setdefault("default", Backend("default", config.url, config.api_key, config.backend))
+        default = config.default_backend or "default"
+        if default not in table:
+            raise ValueError(f"default backend {default!r} is not defined")
+        # Flags come first (they override the file), then the file's routes, then the catch-all.
+        routes = [Route(f"*{tier}*", default, config.tier_model(tier)) for tier in TIERS if config.tier_model(tier)]
+        if config.model:
+            routes += [Route(glob, default, config.model) for glob in CLAUDE_NAME_GLOBS]
+        routes += list(config.routes) + [Route("*", default, None)]
+        for r in routes:
+            for name in [r.backend] + [f[0] for f in r.fallbacks]:
+                if name not in table:
+                    raise ValueError(f"route {r.match!r} names backend {name!r}, which is not defined")
+        return cls(table, tuple(routes), default)
+
+    @property
+    def primary(self) -> Backend:
+        """The default backend: the flags' one, or the --config one that replaces it."""
+        return self.backends[self.default]
+
+    def candidates(self, requested: str) -> list[tuple[Backend, str]]:
+        """Where a request for ``requested`` goes: the first matching route, then its fallbacks.
+
+        By default a tier word (haiku/sonnet/opus) picks its override; any other Claude name gets ``--model``;
+        a name that is neither goes to the backend as named, so ``ANTHROPIC_MODEL=deepseek-reasoner`` just works.
+        """
+        route = next(r for r in self.routes if r.matches(requested))  # the catch-all always matches
+        return [(self.backends[route.backend], route.model or requested)] + [
+            (self.backends[b], m or requested) for b, m in route.fallbacks]
+
+    def backend_model(self, requested: str) -> str:
+        return self.candidates(requested)[0][1]
+
+    def mapped_models(self) -> list[tuple[str, str]]:
+        """(client-facing id, backend model) pairs, for ``/v1/models`` and the start-up line."""
+        out: list[tuple[str, str]] = []
+        for name in CLAUDE_TIER_NAMES.values():
+            target = self.backend_model(name)
+            if target != name:
+                out.append((name, target))
+        for route in self.routes:
+            for model in [route.model] + [m for _, m in route.fallbacks]:
+                if model:
+                    out.append((model, model))
+        return list(dict.fromkeys(out))
+
+
+@dataclass
 class Config:
+    """The settings, from flags, the environment and the config file; checked and normalised on creation."""
     url: str | None = None  # None: a local Ollama, or api.anthropic.com with --backend anthropic
     backend: str = "openai"
     api_key: str | None = None
@@ -186,102 +352,36 @@ class Config:
     drain_timeout: float = 30.0
     ping_interval: float = 15.0
     max_connections: int = 1000
+    workers: int = 1
     backends: tuple[Backend, ...] = ()  # from --config
     routes: tuple[Route, ...] = ()  # from --config
     default_backend: str | None = None  # a --config backend that replaces the flags' one as the default
     allow_url_routing: tuple[str, ...] = ()
+    routing: Routing = field(init=False, repr=False)
+    loopback_only: bool = field(init=False)  # read on every request (the Host check): decided once
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        url = self.url or (DEFAULT_ANTHROPIC_URL if self.backend == "anthropic" else DEFAULT_URL)
-        object.__setattr__(self, "url", normalize_backend_url(url))
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError("--max-tokens must be at least 1")
-        if self.reasoning_effort not in REASONING_EFFORT_CHOICES:
-            raise ValueError(f"--reasoning-effort must be one of {', '.join(REASONING_EFFORT_CHOICES)}")
-        for name in ("connect_timeout", "read_timeout", "ping_interval"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive")
-        split = lambda items: tuple(x.strip() for item in items for x in item.split(",") if x.strip())  # noqa: E731
-        object.__setattr__(self, "proxy_keys", split(self.proxy_keys))
-        object.__setattr__(self, "cors_origins", tuple(o.rstrip("/") for o in split(self.cors_origins)))
-        object.__setattr__(self, "allow_url_routing", tuple(h.lower() for h in split(self.allow_url_routing)))
-        flags_backend = Backend("default", self.url, self.api_key, self.backend)
-        table = {b.name: b for b in self.backends}
-        table.setdefault("default", flags_backend)
-        default = self.default_backend or "default"
-        if default not in table:
-            raise ValueError(f"default backend {default!r} is not defined")
-        # Flags come first (they override the file), then the file's routes, then the catch-all.
-        routes = [Route(f"*{tier}*", default, self.tier_model(tier)) for tier in TIERS if self.tier_model(tier)]
-        if self.model:
-            routes += [Route(glob, default, self.model) for glob in CLAUDE_NAME_GLOBS]
-        routes += list(self.routes) + [Route("*", default, None)]
-        for r in routes:
-            for name in [r.backend] + [f[0] for f in r.fallbacks]:
-                if name not in table:
-                    raise ValueError(f"route {r.match!r} names backend {name!r}, which is not defined")
-        object.__setattr__(self, "_backend_table", table)
-        object.__setattr__(self, "_all_routes", tuple(routes))
-        # read on every request (the Host check): decide once
-        object.__setattr__(self, "loopback_only", _is_loopback_name(self.host.strip("[]")))
-
-    @property
-    def primary(self) -> Backend:
-        """The default backend: the flags' one, or the --config one that replaces it."""
-        return self._backend_table[self.default_backend or "default"]  # type: ignore[attr-defined]
-
-    def backend_named(self, name: str) -> Backend:
-        return self._backend_table[name]  # type: ignore[attr-defined]
-
-    @property
-    def all_routes(self) -> tuple[Route, ...]:
-        return self._all_routes  # type: ignore[attr-defined]
+        for name, setting in SERVER_SETTINGS.items():
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    setattr(self, name, str_list(value) if setting.kind == "list" else setting.check(value))
+                except ValueError as exc:
+                    raise ValueError(f"--{name.replace('_', '-')}: {exc}") from None
+        self.url = normalize_backend_url(self.url or (
+            DEFAULT_ANTHROPIC_URL if self.backend == "anthropic" else DEFAULT_URL))
+        self.cors_origins = tuple(o.rstrip("/") for o in self.cors_origins)
+        self.allow_url_routing = tuple(h.lower() for h in self.allow_url_routing)
+        self.routing = Routing.build(self)
+        self.loopback_only = _is_loopback_name(self.host.strip("[]"))
 
     def tier_model(self, tier: str) -> str | None:
         return getattr(self, f"{tier}_model")
 
-    def candidates(self, requested: str) -> list[tuple[Backend, str]]:
-        """Where a request for ``requested`` goes: the first matching route, then its fallbacks.
-
-        By default a tier word (haiku/sonnet/opus) picks its override; any other Claude name gets ``--model``;
-        a name that is neither goes to the backend as named, so ``ANTHROPIC_MODEL=deepseek-reasoner`` just works.
-        """
-        for route in self.all_routes:
-            if route.matches(requested):
-                out = [(self.backend_named(route.backend), route.model or requested)]
-                out += [(self.backend_named(b), m or requested) for b, m in route.fallbacks]
-                return out
-        raise AssertionError("the catch-all route always matches")
-
-    def backend_model(self, requested: str) -> str:
-        return self.candidates(requested)[0][1]
-
-    def mapped_models(self) -> list[tuple[str, str]]:
-        """(client-facing id, backend model) pairs, for ``/v1/models`` and the start-up line."""
-        out: list[tuple[str, str]] = []
-        names = {"haiku": "claude-haiku-4-5", "sonnet": "claude-sonnet-4-5", "opus": "claude-opus-4-1"}
-        for tier in TIERS:
-            target = self.backend_model(names[tier])
-            if target != names[tier]:
-                out.append((names[tier], target))
-        for route in self.all_routes:
-            for model in [route.model] + [m for _, m in route.fallbacks]:
-                if model:
-                    out.append((model, model))
-        return list(dict.fromkeys(out))
-
 
 # ---- the --config file (TOML) ---------------------------------------------------------------------------
-
-BACKEND_KEYS = {"name", "url", "api_key", "api_key_env", "backend", "max_tokens", "headers"}
-ROUTE_KEYS = {"match", "backend", "model", "fallbacks"}
-SERVER_KEYS = {"host", "port", "max_tokens", "reasoning_effort", "connect_timeout", "read_timeout", "retries",
-               "max_body", "log_level", "proxy_keys", "cors_origins", "drain_timeout", "ping_interval",
-               "max_connections", "allow_url_routing", "workers", "model", "haiku_model", "sonnet_model",
-               "opus_model"}
-
 
 class ConfigFileError(ValueError):
     pass
@@ -305,108 +405,120 @@ def _line_of(text: str, table: str | None, index: int, key: str | None) -> int |
     for i in range(start + (1 if table is not None else 0), len(lines)):
         if table is not None and re.match(r"\s*\[", lines[i]):
             break
-        if key is not None and re.match(rf"\s*\"?{re.escape(key)}\"?\s*=", lines[i]):
+        if key is not None and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", lines[i]):
             return i + 1
     return start + 1 if table is not None else None
 
 
-def load_config_file(path: str) -> dict[str, Any]:
-    """Read a --config TOML file into Config keyword arguments; every mistake names its line."""
-    import tomllib
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise ConfigFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    text = raw.decode("utf-8", "replace")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigFileError(f"{path}: {exc}") from None
+class _ConfigText:
+    """A parsed config file and its text, so that every mistake can name its line."""
 
-    def fail(message: str, table: str | None, index: int = 0, key: str | None = None) -> ConfigFileError:
-        line = _line_of(text, table, index, key)
-        return ConfigFileError(f"{path}{f':{line}' if line else ''}: {message}")
+    def __init__(self, path: str):
+        import tomllib
+        self.path = path
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except OSError as exc:
+            raise ConfigFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        self.text = raw.decode("utf-8", "replace")
+        try:
+            self.data = tomllib.loads(self.text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigFileError(f"{path}: {exc}") from None
 
-    for key in data:
-        if key not in ("backends", "routes", "server"):
-            raise fail(f"unknown key {key!r} (expected [[backends]], [[routes]] or [server])", None, 0, key)
-    out: dict[str, Any] = {}
-    server = data.get("server", {})
-    if not isinstance(server, dict):
-        raise fail("[server] must be a table", "server")
-    for key, value in server.items():
-        if key not in SERVER_KEYS:
-            raise fail(f"unknown key {key!r} in [server] (known: {', '.join(sorted(SERVER_KEYS))})",
-                       "server", 0, key)
-        out[key] = tuple(value) if isinstance(value, list) else value
-    def entries(table: str, known: set[str]) -> Iterable[tuple[int, dict]]:
-        """The entries of an array of tables, each checked to be a table with only known keys."""
-        items = data.get(table, [])
+    def fail(self, message: str, table: str | None, index: int = 0, key: str | None = None) -> ConfigFileError:
+        line = _line_of(self.text, table, index, key)
+        return ConfigFileError(f"{self.path}{f':{line}' if line else ''}: {message}")
+
+    def checked(self, entry: dict, settings: dict[str, Setting], table: str, index: int = 0) -> dict[str, Any]:
+        """``entry`` with every value checked against its setting; unknown keys and wrong types name their line."""
+        out = {}
+        shown = f"[{table}]" if table == "server" else f"[[{table}]]"
+        for key, value in entry.items():
+            if key not in settings:
+                raise self.fail(f"unknown key {key!r} in {shown} (known: {', '.join(sorted(settings))})", table,
+                                index, key)
+            try:
+                out[key] = settings[key].check(value)
+            except ValueError as exc:
+                raise self.fail(f"{key}: {exc}", table, index, key) from None
+        return out
+
+    def entries(self, table: str, settings: dict[str, Setting]) -> Iterable[tuple[int, dict]]:
+        """The checked entries of an array of tables."""
+        items = self.data.get(table, [])
         if not isinstance(items, list):
-            raise fail(f"{table} must be written [[{table}]]", table)
+            raise self.fail(f"{table} must be written [[{table}]]", table)
         for i, entry in enumerate(items):
             if not isinstance(entry, dict):
-                raise fail(f"each [[{table}]] entry must be a table", table, i)
-            for key in entry:
-                if key not in known:
-                    raise fail(f"unknown key {key!r} in [[{table}]] (known: {', '.join(sorted(known))})", table, i,
-                               key)
-            yield i, entry
+                raise self.fail(f"each [[{table}]] entry must be a table", table, i)
+            yield i, self.checked(entry, settings, table, i)
 
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a --config TOML file into Config keyword arguments; every mistake names its line."""
+    doc = _ConfigText(path)
+    for key in doc.data:
+        if key not in ("backends", "routes", "server"):
+            raise doc.fail(f"unknown key {key!r} (expected [[backends]], [[routes]] or [server])", None, 0, key)
+    server = doc.data.get("server", {})
+    if not isinstance(server, dict):
+        raise doc.fail("[server] must be a table", "server")
+    out = doc.checked(server, SERVER_SETTINGS, "server")
+    backends = _config_backends(doc)
+    out["backends"] = tuple(backends)
+    out["routes"] = tuple(_config_routes(doc, {b.name for b in backends} | {"default"}))
+    if backends:
+        out["default_backend"] = backends[0].name
+    try:
+        Config(**out)  # what is left to check is how the settings go together
+    except ValueError as exc:
+        raise doc.fail(str(exc), None) from None
+    return out
+
+
+def _config_backends(doc: _ConfigText) -> list[Backend]:
     backends: list[Backend] = []
-    for i, b in entries("backends", BACKEND_KEYS):
+    for i, b in doc.entries("backends", BACKEND_SETTINGS):
         name = b.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise fail("[[backends]] needs a name (letters, digits, _ . -)", "backends", i, "name")
+            raise doc.fail("[[backends]] needs a name (letters, digits, _ . -)", "backends", i, "name")
         if any(x.name == name for x in backends):
-            raise fail(f"backend {name!r} is defined twice", "backends", i, "name")
-        if not isinstance(b.get("url"), str):
-            raise fail(f"backend {name!r} needs a url", "backends", i, "url")
-        dialect = b.get("backend", "openai")
-        if dialect not in BACKENDS:
-            raise fail(f"backend {name!r}: backend must be one of {', '.join(BACKENDS)}", "backends", i, "backend")
+            raise doc.fail(f"backend {name!r} is defined twice", "backends", i, "name")
+        if "url" not in b:
+            raise doc.fail(f"backend {name!r} needs a url", "backends", i, "url")
         key = b.get("api_key")
         if "api_key_env" in b:
-            key = os.environ.get(str(b["api_key_env"]))
+            key = os.environ.get(b["api_key_env"])
             if not key:
-                raise fail(f"backend {name!r}: environment variable {b['api_key_env']} is not set", "backends", i,
-                           "api_key_env")
-        headers = b.get("headers", {})
-        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-            raise fail(f"backend {name!r}: headers must be a table of strings", "backends", i, "headers")
-        max_tokens = b.get("max_tokens")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise fail(f"backend {name!r}: max_tokens must be a positive integer", "backends", i, "max_tokens")
+                raise doc.fail(f"backend {name!r}: environment variable {b['api_key_env']} is not set", "backends",
+                               i, "api_key_env")
         try:
             url = normalize_backend_url(b["url"])
         except ValueError as exc:
-            raise fail(f"backend {name!r}: {exc}", "backends", i, "url") from None
-        backends.append(Backend(name, url, key, dialect, max_tokens, tuple(headers.items())))
-    names = {b.name for b in backends} | {"default"}
+            raise doc.fail(f"backend {name!r}: {exc}", "backends", i, "url") from None
+        backends.append(Backend(name, url, key, b.get("backend", "openai"), b.get("max_tokens"), b.get("headers", ())))
+    return backends
+
+
+def _config_routes(doc: _ConfigText, names: set[str]) -> list[Route]:
     routes = []
-    for i, r in entries("routes", ROUTE_KEYS):
-        if not isinstance(r.get("match"), str):
-            raise fail("[[routes]] needs match = \"<glob>\"", "routes", i, "match")
+    for i, r in doc.entries("routes", ROUTE_SETTINGS):
+        if "match" not in r:
+            raise doc.fail("[[routes]] needs match = \"<glob>\"", "routes", i, "match")
         if r.get("backend") not in names:
-            raise fail(f"route {r['match']!r} names backend {r.get('backend')!r}, which is not defined "
-                       f"(defined: {', '.join(sorted(names))})", "routes", i, "backend")
+            raise doc.fail(f"route {r['match']!r} names backend {r.get('backend')!r}, which is not defined "
+                           f"(defined: {', '.join(sorted(names))})", "routes", i, "backend")
         fallbacks = []
-        for fb in r.get("fallbacks", []):
-            bname, _, model = str(fb).partition(":")
+        for fb in r.get("fallbacks", ()):
+            bname, _, model = fb.partition(":")
             if bname not in names:
-                raise fail(f"route {r['match']!r}: fallback {fb!r} names backend {bname!r}, which is not defined",
-                           "routes", i, "fallbacks")
+                raise doc.fail(f"route {r['match']!r}: fallback {fb!r} names backend {bname!r}, which is not "
+                               f"defined", "routes", i, "fallbacks")
             fallbacks.append((bname, model or None))
-        model = r.get("model")
-        if model is not None and not isinstance(model, str):
-            raise fail(f"route {r['match']!r}: model must be a string", "routes", i, "model")
-        routes.append(Route(r["match"], r["backend"], model, tuple(fallbacks)))
-    out["backends"] = tuple(backends)
-    out["routes"] = tuple(routes)
-    if backends:
-        out["default_backend"] = backends[0].name
-    return out
+        routes.append(Route(r["match"], r["backend"], r.get("model"), tuple(fallbacks)))
+    return routes
 
 
 def redact_key(key: str | None) -> str:
@@ -416,7 +528,7 @@ def redact_key(key: str | None) -> str:
 
 
 # ======================================================================================================
-# 3. Errors
+# 2. Errors
 # ======================================================================================================
 
 # Anthropic error type for each HTTP status the proxy can answer with (protocols.md D).
@@ -540,10 +652,8 @@ def loggable_body(obj: Any, secrets_: Iterable[str | None] = (), limit: int = 40
 
 
 # ======================================================================================================
-# 4. Request and response translators (pure: dict in, dict out)
+# 3. Request and response translators (pure: dict in, dict out)
 # ======================================================================================================
-
-REASONING_EFFORT_CHOICES = ("off", "auto", "minimal", "low", "medium", "high")
 
 # Block types an Anthropic client may legitimately send. Anything else is a 400 naming the type.
 KNOWN_BLOCK_TYPES = {
@@ -1766,7 +1876,7 @@ def anthropic_to_openai_response(msg: dict, requested_model: str, tool_names: di
 
 
 # ======================================================================================================
-# 5. Stream translators
+# 4. Stream translators
 # ======================================================================================================
 
 Event = tuple[str, dict]
@@ -2175,7 +2285,7 @@ def anthropic_message_events(message: dict) -> list[Event]:
 
 
 # ======================================================================================================
-# 6. SSE reading and writing
+# 5. SSE reading and writing
 # ======================================================================================================
 
 @dataclass
@@ -2338,7 +2448,7 @@ async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[list[SSEEv
 
 
 # ======================================================================================================
-# 7. Upstream client
+# 6. Upstream client
 # ======================================================================================================
 
 RETRY_STATUSES = {429, 500, 502, 503, 504, 529}
@@ -2546,7 +2656,7 @@ async def _read_error_body(resp: aiohttp.ClientResponse) -> str:
 
 
 # ======================================================================================================
-# 8. HTTP handlers and app
+# 7. HTTP handlers and app
 # ======================================================================================================
 
 CONFIG_KEY = web.AppKey("config", Config)
@@ -2618,7 +2728,7 @@ def backend_key(request: web.Request, backend: Backend | None = None) -> str | N
     """The key for ``backend``: its configured one; else the client's own, unless that is a proxy key (those
     never leave the proxy). A configured key only ever goes to the URL it was configured with."""
     config = request.app[CONFIG_KEY]
-    backend = backend or config.primary
+    backend = backend or config.routing.primary
     if backend.api_key:
         return backend.api_key
     if config.proxy_keys:
@@ -2801,7 +2911,7 @@ def request_candidates(request: web.Request, requested: str) -> list[tuple[Backe
     url_route = request.get(URL_ROUTE_KEY)
     if url_route:
         return [url_route]
-    return request.app[CONFIG_KEY].candidates(requested)
+    return request.app[CONFIG_KEY].routing.candidates(requested)
 
 
 async def with_fallbacks(request: web.Request, candidates: list[tuple[Backend, str]], attempt: Any) -> Any:
@@ -2962,7 +3072,7 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
         rlog.output_tokens = answer["usage"]["completion_tokens"]
         return web.Response(text=json_dumps(answer), content_type="application/json")
 
-    return await with_fallbacks(request, config.candidates(body["model"]), attempt)
+    return await with_fallbacks(request, config.routing.candidates(body["model"]), attempt)
 
 
 async def stream_chat_completions(request: web.Request, body: dict, backend: Backend, resp: aiohttp.ClientResponse,
@@ -3111,7 +3221,7 @@ async def handle_url_routed(request: web.Request) -> web.StreamResponse:
     if host not in config.allow_url_routing and hostname not in config.allow_url_routing:
         raise ProxyError(403, f"host {hostname!r} is not in --allow-url-routing", "permission_error")
     base = normalize_backend_url(f"{scheme}://{host}/{path or ''}")
-    same = [b for b in config.backends + (config.primary,) if b.url == base and b.dialect == "openai"]
+    same = [b for b in config.backends + (config.routing.primary,) if b.url == base and b.dialect == "openai"]
     backend = Backend(f"url:{host}", base, same[0].api_key if same else None, "openai")
     request[URL_ROUTE_KEY] = (backend, model)
     return await (handle_count_tokens(request) if count else handle_messages(request))
@@ -3122,7 +3232,7 @@ async def handle_url_routed(request: web.Request) -> web.StreamResponse:
 async def upstream_models(request: web.Request) -> list[str]:
     """Model ids the default backend lists, cached for five minutes per key; [] when it cannot say."""
     config = request.app[CONFIG_KEY]
-    backend = config.primary
+    backend = config.routing.primary
     key = backend_key(request, backend)
     cache = request.app[MODELS_CACHE_KEY]
     cache_key = hashlib.sha256((key or "").encode()).hexdigest()
@@ -3154,9 +3264,9 @@ async def upstream_models(request: web.Request) -> list[str]:
 
 async def handle_models(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
-    ids = list(dict.fromkeys([client for client, _ in config.mapped_models()] + await upstream_models(request)))
+    ids = list(dict.fromkeys([client for client, _ in config.routing.mapped_models()] + await upstream_models(request)))
     if request[DIALECT_KEY] == "openai":
-        owner = "anthropic" if config.primary.dialect == "anthropic" else "claude_proxy"
+        owner = "anthropic" if config.routing.primary.dialect == "anthropic" else "claude_proxy"
         return web.json_response({"object": "list", "data": [
             {"id": i, "object": "model", "created": 1735689600, "owned_by": owner} for i in ids]}, dumps=json_dumps)
     data = [{"type": "model", "id": i, "display_name": i, "created_at": MODEL_CREATED} for i in ids]
@@ -3171,7 +3281,7 @@ async def handle_root(request: web.Request) -> web.Response:
 async def handle_health(request: web.Request) -> web.Response:
     if request.app[STATE_KEY].draining:
         return web.json_response({"status": "shutting_down"}, status=503)
-    return web.json_response({"status": "ok", "backend_dialect": request.app[CONFIG_KEY].primary.dialect})
+    return web.json_response({"status": "ok", "backend_dialect": request.app[CONFIG_KEY].routing.primary.dialect})
 
 
 def make_app(config: Config) -> web.Application:
@@ -3220,18 +3330,8 @@ async def drain(app: web.Application, site: web.BaseSite, timeout: float) -> Non
 
 
 # ======================================================================================================
-# 9. CLI
+# 8. CLI
 # ======================================================================================================
-
-def parse_size(text: str | int) -> int:
-    """``32MiB``, ``32M``, ``512k``, ``1048576`` → bytes."""
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", str(text), re.I)
-    if not m:
-        raise ValueError(f"--max-body: expected a size like 32MiB or 1048576, got {text!r}")
-    return int(float(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " "))
-
 
 def proxy_base_url(config: Config) -> str:
     host = config.host
@@ -3309,7 +3409,7 @@ async def run_check(config: Config, base_url: str | None, model: str, key: str |
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        backend, mapped = config.candidates(model)[0]
+        backend, mapped = config.routing.candidates(model)[0]
         echo(f"checking backend {backend.name} at {redact_url(backend.endpoint)}: {model} → {mapped}")
     else:
         base_url = base_url.rstrip("/")
@@ -3382,9 +3482,9 @@ async def _check_once(session: aiohttp.ClientSession, base_url: str, model: str,
 def startup_lines(config: Config) -> list[str]:
     base = proxy_base_url(config) if config.host in ("0.0.0.0", "::") else \
         f"http://{config.host if ':' not in config.host else '[' + config.host + ']'}:{config.port}"
-    primary = config.primary
+    primary = config.routing.primary
     key = f"key {redact_key(primary.api_key)}" if primary.api_key else "key: the client's own"
-    shown = [r for r in config.all_routes if r.match != "*" or r.backend != primary.name or r.model]
+    shown = [r for r in config.routing.routes if r.match != "*" or r.backend != primary.name or r.model]
     glob_routes = {g for g in CLAUDE_NAME_GLOBS}
     if config.model and not config.routes:  # the --model routes read better as one phrase
         shown = [r for r in shown if not (r.match in glob_routes and r.model == config.model)]
@@ -3438,11 +3538,11 @@ def _raise_open_files_limit() -> None:
         pass
 
 
-def serve_workers(config: Config, workers: int) -> None:
+def serve_workers(config: Config) -> None:
     """``--workers N``: N processes on one port (SO_REUSEPORT; the kernel spreads connections). The proxy is
     stateless, so nothing is shared; the parent only forwards SIGTERM/SIGINT and waits."""
     children = []
-    for i in range(workers):
+    for i in range(config.workers):
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -3572,7 +3672,7 @@ def _build_cli():  # click is imported lazily so the module imports without it
     @click.option("--workers", envvar="CLAUDE_PROXY_WORKERS", default=1, show_default=True,
                   type=click.IntRange(1, 256), help="Processes serving the same port (SO_REUSEPORT), for many cores.")
     @click.option("--log-level", envvar="CLAUDE_PROXY_LOG_LEVEL", default="info", show_default=True,
-                  type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+                  type=click.Choice(LOG_LEVELS, case_sensitive=False))
     @click.pass_context
     def cli(ctx: click.Context, **opts: Any) -> None:
         config_file = opts.pop("config_file")
@@ -3584,8 +3684,6 @@ def _build_cli():  # click is imported lazily so the module imports without it
                         opts[name] = value
                 if ctx.get_parameter_source("url") not in (None, ParameterSource.DEFAULT):
                     opts.pop("default_backend", None)  # --url given: the flags' backend stays the default
-            workers = opts.pop("workers")
-            opts["max_body"] = parse_size(opts["max_body"])
             config = Config(**opts)
         except ConfigFileError as exc:
             raise click.ClickException(str(exc)) from None
@@ -3604,11 +3702,11 @@ def _build_cli():  # click is imported lazily so the module imports without it
             uvloop.install()
         except ImportError:
             pass
-        if workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        if config.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
             raise click.BadParameter("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
         try:
-            if workers > 1:
-                serve_workers(config, workers)
+            if config.workers > 1:
+                serve_workers(config)
             else:
                 asyncio.run(serve(config))
         except KeyboardInterrupt:

@@ -30,10 +30,10 @@ def test_readme_config_example_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-d")
     monkeypatch.setenv("GROQ_API_KEY", "gsk-g")
     config = cp.Config(**cp.load_config_file(str(path)))
-    assert [(b.name, m) for b, m in config.candidates("claude-haiku-4-5")] == [
+    assert [(b.name, m) for b, m in config.routing.candidates("claude-haiku-4-5")] == [
         ("groq", "llama-3.3-70b-versatile"), ("deepseek", "deepseek-chat")]
-    assert config.candidates("experiment-qwen")[0][0].name == "local"
-    assert config.backend_model("claude-opus-4-8") == "deepseek-chat"
+    assert config.routing.candidates("experiment-qwen")[0][0].name == "local"
+    assert config.routing.backend_model("claude-opus-4-8") == "deepseek-chat"
 
 
 def test_every_flag_is_in_the_readme_configuration_table():

@@ -69,16 +69,16 @@ def test_config_file_loads_backends_routes_and_server(tmp_path, monkeypatch):
     """))
     config = cp.Config(**opts)
     assert config.port == 9999 and config.proxy_keys == ("pk-1",)
-    fast = config.backend_named("fast")
+    fast = config.routing.backends["fast"]
     assert (fast.url, fast.api_key) == ("http://127.0.0.1:8000/v1", "sk-fast")
-    assert config.backend_named("deepseek").headers == (("X-Title", "claude_proxy"),)
-    assert config.backend_named("claude").endpoint == "https://api.anthropic.com/v1/messages"
-    cands = config.candidates("claude-haiku-4-5-20251001")
+    assert config.routing.backends["deepseek"].headers == (("X-Title", "claude_proxy"),)
+    assert config.routing.backends["claude"].endpoint == "https://api.anthropic.com/v1/messages"
+    cands = config.routing.candidates("claude-haiku-4-5-20251001")
     assert [(b.name, m) for b, m in cands] == [("fast", "small"), ("deepseek", "deepseek-chat"),
                                                ("claude", "claude-haiku-4-5-20251001")]
-    assert config.candidates("claude-opus-4-8")[0][0].name == "deepseek"
-    assert config.primary.name == "deepseek"  # the first backend replaces the flags' default
-    assert ("small", "small") in config.mapped_models()
+    assert config.routing.candidates("claude-opus-4-8")[0][0].name == "deepseek"
+    assert config.routing.primary.name == "deepseek"  # the first backend replaces the flags' default
+    assert ("small", "small") in config.routing.mapped_models()
 
 
 @pytest.mark.parametrize("text,fragment,line", [
@@ -113,9 +113,9 @@ def test_startup_fails_fast_on_a_bad_config_file(tmp_path):
 def test_flags_are_routes_and_override_the_file():
     file_routes = (cp.Route("*", "default", "file-model"),)
     config = cp.Config(model="flag-model", haiku_model="flag-haiku", routes=file_routes)
-    assert config.backend_model("claude-haiku-4-5") == "flag-haiku"
-    assert config.backend_model("claude-sonnet-5") == "flag-model"
-    assert config.backend_model("gpt-x") == "file-model"
+    assert config.routing.backend_model("claude-haiku-4-5") == "flag-haiku"
+    assert config.routing.backend_model("claude-sonnet-5") == "flag-model"
+    assert config.routing.backend_model("gpt-x") == "file-model"
 
 
 # ---- routing end to end -----------------------------------------------------------------------------------

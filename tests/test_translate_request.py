@@ -262,11 +262,11 @@ def test_bad_input_is_a_400_naming_the_field(body, fragment):
 def test_model_mapping_and_url_normalisation():
     c = Config(url="api.deepseek.com/v1/", model="main", haiku_model="small")
     assert c.url == "https://api.deepseek.com/v1"
-    assert c.backend_model("claude-haiku-4-5-20251001") == "small"
-    assert c.backend_model("claude-opus-4-8") == "main"
-    assert c.backend_model("claude-sonnet-5") == "main"
-    assert c.backend_model("deepseek-reasoner") == "deepseek-reasoner"
-    assert Config().backend_model("claude-sonnet-4-5") == "claude-sonnet-4-5"
+    assert c.routing.backend_model("claude-haiku-4-5-20251001") == "small"
+    assert c.routing.backend_model("claude-opus-4-8") == "main"
+    assert c.routing.backend_model("claude-sonnet-5") == "main"
+    assert c.routing.backend_model("deepseek-reasoner") == "deepseek-reasoner"
+    assert Config().routing.backend_model("claude-sonnet-4-5") == "claude-sonnet-4-5"
     assert normalize_backend_url("localhost:11434/v1") == "http://localhost:11434/v1"
     assert normalize_backend_url("127.0.0.1:8000/v1/chat/completions") == "http://127.0.0.1:8000/v1"
     assert normalize_backend_url("[::1]:8000/v1") == "http://[::1]:8000/v1"
