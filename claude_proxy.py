@@ -549,13 +549,17 @@ OPENAI_ERROR_TYPES = {
 class ProxyError(Exception):
     """Every failure the proxy reports: an HTTP status, an Anthropic error type and a human message."""
 
-    def __init__(self, status: int, message: str, kind: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, kind: str | None = None, headers: dict[str, str] | None = None,
+                 retryable: bool | None = None):
         super().__init__(message)
         self.status = status
         self.kind = kind or ANTHROPIC_ERROR_TYPES.get(status) or (
             "invalid_request_error" if status < 500 else "api_error")
         self.message = message
         self.headers = headers or {}
+        # Whether the same request may succeed if sent again (SDKs read x-should-retry): not for a proxy bug or
+        # an answer the backend will shape the same way next time.
+        self.retryable = status in (408, 429) or status >= 500 if retryable is None else retryable
 
     def anthropic_body(self, request_id: str | None = None) -> dict:
         body: dict[str, Any] = {"type": "error", "error": {"type": self.kind, "message": self.message}}
@@ -570,6 +574,11 @@ class ProxyError(Exception):
 
 def bad_request(message: str) -> ProxyError:
     return ProxyError(400, message, "invalid_request_error")
+
+
+def malformed(what: str) -> ProxyError:
+    """A backend answer the proxy cannot translate; the handler adds which backend sent it."""
+    return ProxyError(502, f"malformed answer: {what}", "api_error", retryable=False)
 
 
 def _backend_message(body: str) -> str:
@@ -678,26 +687,49 @@ FINISH_TO_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "too
 OPENAI_REASONING_MODEL = re.compile(r"^(?:openai/)?(?:o\d|gpt-5)", re.I)
 
 
-def openai_tool_name(name: str) -> str:
-    """A function name OpenAI accepts; long or odd MCP names get a stable, reversible-by-map short form."""
-    if OPENAI_TOOL_NAME.match(name):
-        return name
-    clean = re.sub(r"[^a-zA-Z0-9_-]", "_", name)
-    if len(clean) <= 64 and clean:
-        return clean
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{clean[:55]}_{digest}"
-
-
-def tool_name_map(tools: Any) -> dict[str, str]:
-    """OpenAI function name → Anthropic tool name, for the names ``openai_tool_name`` had to change."""
-    out: dict[str, str] = {}
-    for tool in tools if isinstance(tools, list) else []:
-        if isinstance(tool, dict) and isinstance(tool.get("name"), str):
-            short = openai_tool_name(tool["name"])
-            if short != tool["name"]:
-                out[short] = tool["name"]
+def unique_tool_names(names: Iterable[str], allowed: re.Pattern, limit: int) -> dict[str, str]:
+    """Each tool name → a name the other side accepts, unique within the request, so that calls map back
+    exactly (``a.b`` and ``a_b`` must not both become ``a_b``). Accepted names keep themselves; the others are
+    cleaned, and get a short hash of the original when cleaning made them too long or taken."""
+    names = list(dict.fromkeys(names))
+    out = {name: name for name in names if allowed.fullmatch(name)}
+    taken = set(out)
+    for name in names:
+        if name in out:
+            continue
+        clean = re.sub(r"[^a-zA-Z0-9_-]", "_", name) or "tool"
+        digest, n = hashlib.sha256(name.encode()).hexdigest(), 8
+        while len(clean) > limit or clean in taken:
+            clean = f"{re.sub(r'[^a-zA-Z0-9_-]', '_', name)[:limit - n - 1]}_{digest[:n]}"
+            n += 1
+        out[name] = clean
+        taken.add(clean)
     return out
+
+
+def _tool_names_in(body: dict) -> Iterable[str]:
+    """Every tool name a request of either dialect mentions: its tools, the calls in its history, its choice."""
+    def name(obj: Any) -> Any:
+        fn = obj.get("function") if isinstance(obj, dict) else None
+        return fn.get("name") if isinstance(fn, dict) else obj.get("name") if isinstance(obj, dict) else None
+
+    found = [name(t) for key in ("tools", "functions") for t in _list(body.get(key))]
+    for msg in _list(body.get("messages")):
+        if isinstance(msg, dict):
+            found += [b.get("name") for b in _list(msg.get("content")) if isinstance(b, dict) and b.get(
+                "type") == "tool_use"]
+            found += [name(c) for c in _list(msg.get("tool_calls"))] + [name({"function": msg.get("function_call")})]
+    found += [name(body.get("tool_choice")), name({"function": body.get("function_call")})]
+    return [n for n in found if isinstance(n, str) and n]
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def openai_tool_names(body: dict) -> dict[str, str]:
+    """Anthropic client's tool name → the function name an OpenAI backend gets (``^[a-zA-Z0-9_-]{1,64}$``)."""
+    return unique_tool_names(_tool_names_in(body), OPENAI_TOOL_NAME, 64)
 
 
 def sanitize_tool_id(tool_id: Any, prefix: str = "toolu_") -> str:
@@ -796,12 +828,13 @@ def sanitize_schema(schema: Any, defs: dict | None = None, depth: int = 0) -> An
 _SCHEMA_CACHE: dict[str, dict] = {}
 
 
-def sanitized_parameters(schema: dict) -> dict:
+def sanitized_parameters(schema: dict, where: str) -> dict:
     """``sanitize_schema`` for a tool's parameters, memoised: clients resend the same tools every turn. The
     result is shared between requests and must not be mutated (it is only ever serialised)."""
     key = json_dumps(schema)
     hit = _SCHEMA_CACHE.get(key)
     if hit is None:
+        check_schema(schema, where)
         hit = sanitize_schema(schema)
         hit.setdefault("type", "object")
         if hit.get("type") == "object":
@@ -810,6 +843,51 @@ def sanitized_parameters(schema: dict) -> dict:
             _SCHEMA_CACHE.pop(next(iter(_SCHEMA_CACHE)))
         _SCHEMA_CACHE[key] = hit
     return hit
+
+
+SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
+SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+SCHEMA_SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
+SCHEMA_VALUES = {  # keyword → (what it must be, the check): the ones the sanitiser reads
+    "required": ("a list of property names", _strings),
+    "type": ("a type name or a list of them", lambda v: isinstance(v, str) or _strings(v)),
+    "enum": ("a list", lambda v: isinstance(v, list)),
+    "$ref": ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def check_schema(schema: Any, where: str, depth: int = 0) -> None:
+    """Reject a tool schema whose structure is not JSON Schema (``properties: [1]``), naming the path to the
+    fault: the sanitiser and every backend rely on that structure. Keywords' other values are the backend's
+    business."""
+    if isinstance(schema, bool):
+        return
+    _expect(isinstance(schema, dict), f"{where}: expected a JSON Schema object")
+    _expect(depth < 64, f"{where}: the schema is nested more than 64 levels deep")
+    for key in SCHEMA_MAPS:
+        if key in schema:
+            _expect(isinstance(schema[key], dict), f"{where}.{key}: expected an object of schemas")
+            for name, sub in schema[key].items():
+                check_schema(sub, f"{where}.{key}.{name}", depth + 1)
+    for key in SCHEMA_LISTS:
+        if key in schema:
+            _expect(isinstance(schema[key], list), f"{where}.{key}: expected a list of schemas")
+            for i, sub in enumerate(schema[key]):
+                check_schema(sub, f"{where}.{key}.{i}", depth + 1)
+    for key in SCHEMA_SUBSCHEMAS:
+        if key in schema:
+            subs = schema[key] if key == "items" and isinstance(schema[key], list) else [schema[key]]
+            for i, sub in enumerate(subs):
+                check_schema(sub, f"{where}.{key}" + (f".{i}" if len(subs) > 1 else ""), depth + 1)
+    for key, (what, ok) in SCHEMA_VALUES.items():
+        if key in schema:
+            _expect(ok(schema[key]), f"{where}.{key}: expected {what}")
 
 
 def _expect(cond: bool, message: str) -> None:
@@ -841,6 +919,7 @@ def _image_part(block: dict, where: str) -> dict:
     if source.get("type") == "base64":
         _expect(isinstance(source.get("data"), str), f"{where}.source.data: expected a base64 string")
         media = source.get("media_type") or "image/png"
+        _expect(isinstance(media, str), f"{where}.source.media_type: expected a string")
         return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{source['data']}"}}
     if source.get("type") == "url":
         _expect(isinstance(source.get("url"), str), f"{where}.source.url: expected a string")
@@ -851,7 +930,7 @@ def _image_part(block: dict, where: str) -> dict:
 
 
 def _document_part(block: dict, where: str) -> dict:
-    """PDFs become an OpenAI ``file`` part; text-ish documents become text. Never an error (issue #2)."""
+    """PDFs become an OpenAI ``file`` part; text-ish documents become text."""
     source = block.get("source")
     _expect(isinstance(source, dict), f"{where}.source: expected an object")
     title = block.get("title") if isinstance(block.get("title"), str) else None
@@ -859,6 +938,7 @@ def _document_part(block: dict, where: str) -> dict:
     kind = source.get("type")
     if kind == "base64":
         media = source.get("media_type") or "application/pdf"
+        _expect(isinstance(media, str), f"{where}.source.media_type: expected a string")
         data = source.get("data")
         _expect(isinstance(data, str), f"{where}.source.data: expected a base64 string")
         if media.startswith("text/"):
@@ -869,21 +949,36 @@ def _document_part(block: dict, where: str) -> dict:
         name = title or ("document.pdf" if media == "application/pdf" else "document")
         return {"type": "file", "file": {"filename": name, "file_data": f"data:{media};base64,{data}"}}
     if kind == "text":
-        return {"type": "text", "text": head + str(source.get("data", ""))}
+        _expect(isinstance(source.get("data"), str), f"{where}.source.data: expected a string")
+        return {"type": "text", "text": head + source["data"]}
     if kind == "content":
-        content = source.get("content")
-        text = content if isinstance(content, str) else "\n".join(
-            b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type") == "text")
-        return {"type": "text", "text": head + text}
+        return {"type": "text", "text": head + _text_blocks(source.get("content"), f"{where}.source.content")}
     if kind == "url":
-        return {"type": "text", "text": f"{head}[document at {source.get('url')}]"}
+        _expect(isinstance(source.get("url"), str), f"{where}.source.url: expected a string")
+        return {"type": "text", "text": f"{head}[document at {source['url']}]"}
     if kind == "file":
         return {"type": "text", "text": f"{head}[document file {source.get('file_id', '')}]"}
     raise bad_request(f"{where}.source.type: unsupported document source {kind!r}")
 
 
-def _search_result_text(block: dict) -> str:
-    body = "\n".join(b.get("text", "") for b in block.get("content") or [] if isinstance(b, dict))
+def _text_blocks(content: Any, where: str) -> str:
+    """The text of a string or of a list of text blocks (other block types are skipped)."""
+    if isinstance(content, str):
+        return content
+    _expect(isinstance(content, list), f"{where}: expected a string or a list of text blocks")
+    texts = []
+    for i, block in enumerate(content):
+        _expect(isinstance(block, dict), f"{where}.{i}: expected an object")
+        if block.get("type", "text") == "text":
+            _expect(isinstance(block.get("text"), str), f"{where}.{i}.text: expected a string")
+            texts.append(block["text"])
+    return "\n".join(texts)
+
+
+def _search_result_text(block: dict, where: str) -> str:
+    for key in ("title", "source"):
+        _expect(isinstance(block.get(key, ""), str), f"{where}.{key}: expected a string")
+    body = _text_blocks(block.get("content") or [], f"{where}.content")
     return f"Search result: {block.get('title', '')} ({block.get('source', '')})\n{body}"
 
 
@@ -897,7 +992,7 @@ def _server_block_text(block: dict) -> str:
         lines = []
         for item in content:
             if isinstance(item, dict):
-                lines.append(item.get("title") or item.get("text") or item.get("url") or "")
+                lines.append(next((item[k] for k in ("title", "text", "url") if isinstance(item.get(k), str)), ""))
         return f"[{kind}]\n" + "\n".join(x for x in lines if x)
     if isinstance(content, dict):
         return f"[{kind}] " + json_dumps(content)[:2000]
@@ -931,7 +1026,7 @@ def _tool_result_parts(block: dict, where: str) -> tuple[str, list[dict]]:
             elif kind == "tool_reference":
                 texts.append(f"Tool loaded: {item.get('tool_name', '')}")
             elif kind == "search_result":
-                texts.append(_search_result_text(item))
+                texts.append(_search_result_text(item, iw))
             else:
                 raise bad_request(f"{iw}.type: {kind!r} is not allowed in a tool_result")
     elif content is not None:
@@ -949,7 +1044,7 @@ def _user_content(parts: list[dict]) -> str | list[dict]:
     return parts
 
 
-def _convert_messages(messages: list, openai_messages: list[dict]) -> None:
+def _convert_messages(messages: list, openai_messages: list[dict], names: dict[str, str]) -> None:
     pending_tool_ids: list[str] = []  # tool_calls of the last assistant turn still owed a tool message
     for i, msg in enumerate(messages):
         where = f"messages.{i}"
@@ -973,7 +1068,7 @@ def _convert_messages(messages: list, openai_messages: list[dict]) -> None:
             _expect(isinstance(kind, str), f"{where}.content.{j}.type: missing")
             _expect(kind in KNOWN_BLOCK_TYPES, f"{where}.content.{j}.type: unknown content block type {kind!r}")
         if role == "assistant":
-            openai_messages.append(_assistant_message(blocks, where))
+            openai_messages.append(_assistant_message(blocks, where, names))
             pending_tool_ids = [c["id"] for c in openai_messages[-1].get("tool_calls", [])]
         else:
             pending_tool_ids = _user_messages(blocks, where, openai_messages, pending_tool_ids)
@@ -988,7 +1083,7 @@ def _answer_missing_tools(out: list[dict], pending: list[str]) -> None:
     pending.clear()
 
 
-def _assistant_message(blocks: list[dict], where: str) -> dict:
+def _assistant_message(blocks: list[dict], where: str, names: dict[str, str]) -> dict:
     texts: list[str] = []
     reasoning: list[str] = []
     calls: list[dict] = []
@@ -1009,7 +1104,7 @@ def _assistant_message(blocks: list[dict], where: str) -> dict:
             _expect(isinstance(tool_input, dict), f"{where}.content.{j}.input: expected an object")
             call_id, signature = split_tool_id(sanitize_tool_id(block.get("id")))
             call: dict[str, Any] = {"id": call_id, "type": "function", "function": {
-                "name": openai_tool_name(block["name"]), "arguments": json_dumps(tool_input)}}
+                "name": names[block["name"]], "arguments": json_dumps(tool_input)}}
             if signature:
                 call["extra_content"] = {"google": {"thought_signature": signature}}
             calls.append(call)
@@ -1055,7 +1150,7 @@ def _user_messages(blocks: list[dict], where: str, out: list[dict], pending: lis
         elif kind == "document":
             parts.append(_document_part(block, bw))
         elif kind == "search_result":
-            parts.append({"type": "text", "text": _search_result_text(block)})
+            parts.append({"type": "text", "text": _search_result_text(block, bw)})
         elif kind == "tool_reference":
             parts.append({"type": "text", "text": f"Tool loaded: {block.get('tool_name', '')}"})
         elif kind in ("thinking", "redacted_thinking", "container_upload"):
@@ -1072,7 +1167,7 @@ def _user_messages(blocks: list[dict], where: str, out: list[dict], pending: lis
     return []
 
 
-def _convert_tools(tools: Any, tool_choice: Any) -> tuple[list[dict], Any, bool | None]:
+def _convert_tools(tools: Any, tool_choice: Any, names: dict[str, str]) -> tuple[list[dict], Any, bool | None]:
     _expect(tools is None or isinstance(tools, list), "tools: expected a list")
     out = []
     for i, tool in enumerate(tools or []):
@@ -1084,8 +1179,8 @@ def _convert_tools(tools: Any, tool_choice: Any) -> tuple[list[dict], Any, bool 
         _expect(isinstance(name, str) and name, f"tools.{i}.name: expected a non-empty string")
         schema = tool.get("input_schema") or {"type": "object", "properties": {}}
         _expect(isinstance(schema, dict), f"tools.{i}.input_schema: expected an object")
-        params = sanitized_parameters(schema)
-        fn: dict[str, Any] = {"name": openai_tool_name(name), "parameters": params}
+        params = sanitized_parameters(schema, f"tools.{i}.input_schema")
+        fn: dict[str, Any] = {"name": names[name], "parameters": params}
         if isinstance(tool.get("description"), str) and tool["description"]:
             fn["description"] = tool["description"]
         out.append({"type": "function", "function": fn})
@@ -1103,7 +1198,7 @@ def _convert_tools(tools: Any, tool_choice: Any) -> tuple[list[dict], Any, bool 
             choice = "none"
         elif ctype == "tool":
             _expect(isinstance(tool_choice.get("name"), str), "tool_choice.name: expected the tool's name")
-            choice = {"type": "function", "function": {"name": openai_tool_name(tool_choice["name"])}}
+            choice = {"type": "function", "function": {"name": names.get(tool_choice["name"], tool_choice["name"])}}
         else:
             raise bad_request(f"tool_choice.type: expected auto, any, tool or none, got {ctype!r}")
         if tool_choice.get("disable_parallel_tool_use") is True:
@@ -1111,6 +1206,34 @@ def _convert_tools(tools: Any, tool_choice: Any) -> tuple[list[dict], Any, bool 
     if not out:
         return [], None, None
     return out, choice, parallel
+
+
+def effort_for_budget(budget: Any) -> str:
+    """The reasoning effort that matches an Anthropic thinking budget."""
+    budget = budget if isinstance(budget, int) else 0
+    return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+
+
+def output_tokens_key(payload: dict) -> str:
+    return "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+
+
+def cap_output_tokens(payload: dict, cap: int | None) -> dict:
+    """``payload`` asking for at most ``cap`` output tokens, with a thinking budget that still fits under the
+    limit (Anthropic wants 1024 ≤ budget_tokens < max_tokens; where that cannot hold, thinking is left out)."""
+    key = output_tokens_key(payload)
+    limit = payload.get(key)
+    if not isinstance(limit, int):
+        return payload
+    if cap and limit > cap:
+        payload, limit = {**payload, key: cap}, cap
+    thinking = payload.get("thinking")
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    if isinstance(budget, int) and budget >= limit:
+        if limit > 1024:
+            return {**payload, "thinking": {**thinking, "budget_tokens": max(1024, limit // 2)}}
+        return {k: v for k, v in payload.items() if k != "thinking"}
+    return payload
 
 
 def _reasoning_effort(body: dict, mode: str) -> str | None:
@@ -1123,8 +1246,7 @@ def _reasoning_effort(body: dict, mode: str) -> str | None:
         return None
     effort = (body.get("output_config") or {}).get("effort") if isinstance(body.get("output_config"), dict) else None
     if thinking.get("type") == "enabled":
-        budget = thinking.get("budget_tokens") or 0
-        return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+        return effort_for_budget(thinking.get("budget_tokens"))
     if effort in ("low", "medium", "high"):
         return effort
     return "high" if effort in ("xhigh", "max") else "medium"
@@ -1167,7 +1289,8 @@ def anthropic_to_openai_request(body: dict, backend_model: str, max_tokens_cap: 
         text = _text_of(system, "system")
         if text:
             messages.append({"role": "system", "content": text})
-    _convert_messages(body["messages"], messages)
+    names = openai_tool_names(body)
+    _convert_messages(body["messages"], messages, names)
     out: dict[str, Any] = {"model": backend_model, "messages": messages}
     max_tokens = max(1, body["max_tokens"])  # 0 is Anthropic's cache pre-warm; backends need at least 1
     if max_tokens_cap:
@@ -1181,7 +1304,7 @@ def anthropic_to_openai_request(body: dict, backend_model: str, max_tokens_cap: 
     stops = [s for s in body.get("stop_sequences") or [] if s]
     if stops:
         out["stop"] = stops[:4]  # OpenAI accepts at most four
-    tools, choice, parallel = _convert_tools(body.get("tools"), body.get("tool_choice"))
+    tools, choice, parallel = _convert_tools(body.get("tools"), body.get("tool_choice"), names)
     if tools:
         out["tools"] = tools
         if choice is not None:
@@ -1498,21 +1621,9 @@ _DATA_URL = re.compile(r"^data:([\w/+.-]+)?(?:;[\w=-]+)*;base64,(.*)$", re.S)
 _EMAILISH = re.compile(r"@|^\+?[\d\s().-]{7,}$")
 
 
-def anthropic_tool_name(name: str) -> str:
-    return name if ANTHROPIC_TOOL_NAME.match(name) else (re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:128] or "tool")
-
-
-def openai_request_tool_names(body: dict) -> dict[str, str]:
-    """Anthropic tool name → the client's OpenAI function name, for the names that had to change."""
-    out = {}
-    tools, functions = body.get("tools"), body.get("functions")
-    for tool in (tools if isinstance(tools, list) else []) + (functions if isinstance(functions, list) else []):
-        if isinstance(tool, dict):
-            fn = tool.get("function", tool) if tool.get("type", "function") == "function" else {}
-            name = fn.get("name") if isinstance(fn, dict) else None
-            if isinstance(name, str) and anthropic_tool_name(name) != name:
-                out[anthropic_tool_name(name)] = name
-    return out
+def claude_tool_names(body: dict) -> dict[str, str]:
+    """OpenAI client's function name → the tool name an Anthropic backend gets (``^[a-zA-Z0-9_-]{1,128}$``)."""
+    return unique_tool_names(_tool_names_in(body), ANTHROPIC_TOOL_NAME, 128)
 
 
 def _openai_text(content: Any, where: str) -> str:
@@ -1608,7 +1719,7 @@ def _tool_call_blocks(calls: Any, where: str, names_in: dict[str, str]) -> list[
         _expect(isinstance(fn, dict) and isinstance(fn.get("name"), str) and fn["name"],
                 f"{where}.tool_calls[{k}].function.name: expected a function name")
         blocks.append({"type": "tool_use", "id": sanitize_tool_id(call.get("id")),
-                       "name": names_in.get(fn["name"], anthropic_tool_name(fn["name"])),
+                       "name": names_in[fn["name"]],
                        "input": _parse_tool_arguments(fn.get("arguments"))})
     return blocks
 
@@ -1695,7 +1806,7 @@ def openai_to_anthropic_request(body: dict, backend_model: str, max_tokens_cap: 
                                 default_max_tokens: int = DEFAULT_OUTPUT_TOKENS) -> dict:
     """Translate an OpenAI Chat Completions request into an Anthropic Messages request."""
     validate_chat_request(body)
-    names_in = {v: k for k, v in openai_request_tool_names(body).items()}  # client name → Anthropic name
+    names_in = claude_tool_names(body)
     system: list[str] = []
     turns: list[dict] = []
     for i, msg in enumerate(body["messages"]):
@@ -1728,16 +1839,15 @@ def openai_to_anthropic_request(body: dict, backend_model: str, max_tokens_cap: 
         else:
             raise bad_request(f"{where}.role: expected system, developer, user, assistant or tool, got {role!r}")
     out: dict[str, Any] = {"model": backend_model, "messages": _normalise_turns(turns)}
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens
-    if max_tokens_cap:
-        max_tokens = min(max_tokens, max_tokens_cap)
-    out["max_tokens"] = max_tokens
+    out["max_tokens"] = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens
     tools, tool_choice = _openai_tools(body, names_in)
     fmt = body.get("response_format")
     effort = body.get("reasoning_effort")
     thinking = isinstance(effort, str) and effort in EFFORT_BUDGET
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
         schema = fmt["json_schema"].get("schema") or {"type": "object"}
+        _expect(isinstance(schema, dict), "response_format.json_schema.schema: expected a JSON Schema object")
+        check_schema(schema, "response_format.json_schema.schema")
         if thinking:  # a forced tool is not allowed together with thinking
             system.append("Respond only with a JSON value matching this JSON Schema, no other text:\n"
                           + json_dumps(schema))
@@ -1762,7 +1872,7 @@ def openai_to_anthropic_request(body: dict, backend_model: str, max_tokens_cap: 
     if thinking:
         budget = EFFORT_BUDGET[effort]
         out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        if out["max_tokens"] <= budget:
+        if out["max_tokens"] <= budget:  # clients mean the visible answer; leave it room after the thinking
             out["max_tokens"] = budget + DEFAULT_OUTPUT_TOKENS // 2
         if out.get("tool_choice", {}).get("type") in ("any", "tool"):
             out["tool_choice"] = {"type": "auto"}  # thinking allows only auto/none tool_choice
@@ -1782,7 +1892,7 @@ def openai_to_anthropic_request(body: dict, backend_model: str, max_tokens_cap: 
         out["metadata"] = {"user_id": user[:256]}
     if body.get("stream"):
         out["stream"] = True
-    return out
+    return cap_output_tokens(out, max_tokens_cap)
 
 
 def _openai_tools(body: dict, names_in: dict[str, str]) -> tuple[list[dict], dict | None]:
@@ -1800,10 +1910,11 @@ def _openai_tools(body: dict, names_in: dict[str, str]) -> tuple[list[dict], dic
                 f"tools[{i}].function.name: expected a function name")
         params = fn.get("parameters") or {"type": "object", "properties": {}}
         _expect(isinstance(params, dict), f"tools[{i}].function.parameters: expected a JSON Schema object")
+        check_schema(params, f"tools[{i}].function.parameters")
         if params.get("type") != "object":
             params = {"type": "object", "properties": params.get("properties", {}), **{
                 k: v for k, v in params.items() if k not in ("type", "properties")}}
-        tool = {"name": names_in.get(fn["name"], anthropic_tool_name(fn["name"])), "input_schema": params}
+        tool = {"name": names_in[fn["name"]], "input_schema": params}
         if isinstance(fn.get("description"), str) and fn["description"]:
             tool["description"] = fn["description"]
         tools.append(tool)
@@ -1820,7 +1931,7 @@ def _openai_tools(body: dict, names_in: dict[str, str]) -> tuple[list[dict], dic
             name = (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) \
                 else choice.get("name")
             _expect(isinstance(name, str), "tool_choice.function.name: expected a function name")
-            mapped = {"type": "tool", "name": names_in.get(name, anthropic_tool_name(name))}
+            mapped = {"type": "tool", "name": names_in.get(name, name)}
         else:
             raise bad_request(f"tool_choice: expected none, auto, required or a function, got {choice!r}")
     return tools, mapped
@@ -2465,7 +2576,7 @@ class Upstream:
     def __init__(self, config: Config):
         self.config = config
         self.session: aiohttp.ClientSession | None = None
-        self.learned_limits: dict[str, int] = {}  # backend model → output-token limit it told us
+        self.lessons: dict[str, Lessons] = {}  # "backend/model" → what its refusals taught
 
     async def start(self) -> None:
         # No per-host cap: a proxy usually has one backend, and a cap would queue streams behind slow ones.
@@ -2498,56 +2609,46 @@ class Upstream:
         return h
 
     async def post_chat(self, backend: Backend, payload: dict, key: str | None) -> aiohttp.ClientResponse:
-        """POST {url}/chat/completions; a 400 naming a smaller ``max_tokens`` limit is retried with it."""
+        """POST {url}/chat/completions."""
         headers = self.openai_headers(backend, key, bool(payload.get("stream")))
-
-        def fixup(text: str, sent: dict) -> dict | None:
-            return self._clamp_max_tokens(backend, text, sent) or _drop_rejected_parameter(text, sent)
-        return await self._post(backend, backend.chat_url, payload, headers, key, fixup)
+        return await self._post(backend, backend.chat_url, payload, headers, key)
 
     async def post_anthropic(self, backend: Backend, payload: dict, key: str | None, version: str | None = None,
                              beta: str | None = None, path: str = "/messages") -> aiohttp.ClientResponse:
-        """POST {url}/v1/messages (or count_tokens); also retries once when a model refuses ``thinking.enabled``."""
+        """POST {url}/v1/messages (or count_tokens)."""
         headers = self.anthropic_headers(backend, key, version, beta)
+        return await self._post(backend, backend.anthropic_url + path, payload, headers, key)
 
-        def fixup(text: str, sent: dict) -> dict | None:
-            return self._clamp_max_tokens(backend, text, sent) or _adaptive_thinking_fixup(text, sent)
-        return await self._post(backend, backend.anthropic_url + path, payload, headers, key, fixup)
-
-    def _clamp_max_tokens(self, backend: Backend, text: str, payload: dict) -> dict | None:
-        tokens_key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
-        limit = max_tokens_limit_from_error(text, payload.get(tokens_key) or 0)
-        if not limit:
-            return None
-        model = payload.get("model", "")
-        self.learned_limits[f"{backend.name}/{model}"] = limit
-        log.info("backend %s model %s allows at most %d output tokens; retrying with that", backend.name, model,
-                 limit)
-        fixed = {**payload, tokens_key: limit}
-        thinking = fixed.get("thinking")
-        if isinstance(thinking, dict) and thinking.get("budget_tokens", 0) >= limit:
-            fixed["thinking"] = {**thinking, "budget_tokens": max(1024, limit // 2)}
-        return fixed
-
-    async def _post(self, backend: Backend, url: str, payload: dict, headers: dict[str, str], key: str | None,
-                    fixup: Any) -> aiohttp.ClientResponse:
-        tokens_key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
-        cap = min(filter(None, (self.learned_limits.get(f"{backend.name}/{payload.get('model', '')}"),
-                                backend.max_tokens)), default=None)
-        if cap and isinstance(payload.get(tokens_key), int) and payload[tokens_key] > cap:
-            payload = {**payload, tokens_key: cap}
+    async def _post(self, backend: Backend, url: str, payload: dict, headers: dict[str, str],
+                    key: str | None) -> aiohttp.ClientResponse:
+        """POST with what earlier refusals taught about this backend and model already applied."""
+        lesson_key = f"{backend.name}/{payload.get('model', '')}"
+        payload = self.lessons.get(lesson_key, Lessons()).apply(cap_output_tokens(payload, backend.max_tokens))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("→ POST %s (backend %s) key=%s body=%s", redact_url(url), backend.name, redact_key(key),
                       loggable_body(payload, (key, self.config.api_key)))
-        return await self._post_with_retries(backend, url, payload, headers, key, fixup)
+        return await self._post_with_retries(backend, url, payload, headers, key, lesson_key)
+
+    def _learn(self, backend: Backend, lesson_key: str, text: str, payload: dict) -> dict | None:
+        """A 400 the proxy can fix: remember the lesson for this backend and model, and return the payload to
+        send instead; None when the refusal is not one of those."""
+        for learn in REFUSALS[backend.dialect]:
+            lesson = learn(text, payload)
+            if lesson is not None:
+                if len(self.lessons) >= 1024 and lesson_key not in self.lessons:
+                    self.lessons.pop(next(iter(self.lessons)))
+                merged = self.lessons[lesson_key] = self.lessons.get(lesson_key, Lessons()).merge(lesson)
+                log.info("backend %s model %s refused the request (%s); retrying %s, and so from now on",
+                         backend.name, payload.get("model", ""), lesson.why, lesson.describe())
+                return merged.apply(payload)
+        return None
 
     async def _post_with_retries(self, backend: Backend, url: str, payload: dict, headers: dict[str, str],
-                                 key: str | None, fixup: Any) -> aiohttp.ClientResponse:
+                                 key: str | None, lesson_key: str) -> aiohttp.ClientResponse:
         """POST; returns a 2xx response (body unread) or raises ProxyError.
 
         Connection failures, 429 and 5xx are retried with jittered backoff (honouring ``retry-after`` up to
-        30 s). A 400 is shown to ``fixup(error_text, payload)``, which may return a corrected payload (at most
-        three corrections: a max_tokens limit, a refused optional parameter, ...).
+        30 s). A 400 the proxy knows how to fix (``REFUSALS``) is retried once per kind of fix, at most three.
         """
         assert self.session is not None
         body = json_dumps(payload).encode()
@@ -2573,7 +2674,7 @@ class Upstream:
                 text = await _read_error_body(resp)
                 error = error_from_backend(resp.status, scrub(text, secrets_), resp.headers, where)
                 if resp.status == 400 and fixes < 3:
-                    new_payload = fixup(text, payload)
+                    new_payload = self._learn(backend, lesson_key, text, payload)
                     if new_payload is not None:
                         fixes += 1
                         payload = new_payload
@@ -2592,29 +2693,66 @@ class Upstream:
             await asyncio.sleep(delay)
 
 
-# Parameters the proxy adds or passes on that some OpenAI-compatible servers refuse ("Unrecognized request
-# argument supplied: stream_options", "Unsupported parameter: 'temperature'"): the answer is still possible
-# without them.
-OPTIONAL_PARAMETERS = ("stream_options", "reasoning_effort", "parallel_tool_calls", "temperature", "top_p", "stop")
+# ---- refusals the proxy can fix: adjust, retry once, remember per backend and model ---------------------
+
+@dataclass(frozen=True)
+class Lessons:
+    """What a backend's refusals taught about one of its models, applied to every later request for it."""
+    max_tokens: int | None = None  # the output limit it named
+    dropped: frozenset[str] = frozenset()  # parameters it refused
+    adaptive_thinking: bool = False  # it refused thinking.type "enabled" (newer Claude models)
+    why: str = ""
+
+    def merge(self, other: Lessons) -> Lessons:
+        return Lessons(min(filter(None, (self.max_tokens, other.max_tokens)), default=None),
+                       self.dropped | other.dropped, self.adaptive_thinking or other.adaptive_thinking, other.why)
+
+    def apply(self, payload: dict) -> dict:
+        if self.dropped & payload.keys():
+            payload = {k: v for k, v in payload.items() if k not in self.dropped}
+        thinking = payload.get("thinking")
+        if self.adaptive_thinking and isinstance(thinking, dict) and thinking.get("type") == "enabled":
+            payload = {**payload, "thinking": {"type": "adaptive"}, "output_config": {
+                **(payload.get("output_config") or {}), "effort": effort_for_budget(thinking.get("budget_tokens"))}}
+        return cap_output_tokens(payload, self.max_tokens)
+
+    def describe(self) -> str:
+        return "; ".join(filter(None, (f"with at most {self.max_tokens} output tokens" if self.max_tokens else "",
+                                       f"without {', '.join(sorted(self.dropped))}" if self.dropped else "",
+                                       "with adaptive thinking" if self.adaptive_thinking else "")))
 
 
-def _drop_rejected_parameter(text: str, payload: dict) -> dict | None:
-    for name in OPTIONAL_PARAMETERS:
-        if name in payload and re.search(rf"(?<![\w.]){name}(?![\w])", text):
-            log.info("backend refused %s; retrying without it", name)
-            return {k: v for k, v in payload.items() if k != name}
+def _learn_max_tokens(text: str, payload: dict) -> Lessons | None:
+    limit = max_tokens_limit_from_error(text, payload.get(output_tokens_key(payload)) or 0)
+    return Lessons(max_tokens=limit, why=f"it allows at most {limit} output tokens") if limit else None
+
+
+def _refused_parameter(optional: tuple[str, ...]) -> Any:
+    """A learner for parameters that are safe to leave out: "Unrecognized request argument supplied:
+    stream_options", "Unsupported parameter: 'temperature'", Claude's "`temperature` is deprecated for this
+    model." The answer is still possible without them."""
+    def learn(text: str, payload: dict) -> Lessons | None:
+        for name in optional:
+            if name in payload and re.search(rf"(?<![\w.]){name}(?!\w)", text):
+                return Lessons(dropped=frozenset({name}), why=f"{name} refused")
+        return None
+    return learn
+
+
+def _learn_adaptive_thinking(text: str, payload: dict) -> Lessons | None:
+    thinking = payload.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled" and "adaptive" in text:
+        return Lessons(adaptive_thinking=True, why="thinking.type enabled refused")
     return None
 
 
-def _adaptive_thinking_fixup(text: str, payload: dict) -> dict | None:
-    """Newer Claude models refuse ``thinking.type.enabled``; ask again the way they want (adaptive + effort)."""
-    thinking = payload.get("thinking")
-    if not (isinstance(thinking, dict) and thinking.get("type") == "enabled" and "adaptive" in text):
-        return None
-    budget = thinking.get("budget_tokens") or 0
-    effort = "low" if budget < 4096 else "medium" if budget < 16384 else "high"
-    return {**payload, "thinking": {"type": "adaptive"},
-            "output_config": {**(payload.get("output_config") or {}), "effort": effort}}
+# Per backend dialect, the refusals that are fixed by retrying, tried in this order.
+REFUSALS = {
+    "openai": (_learn_max_tokens, _refused_parameter(
+        ("stream_options", "reasoning_effort", "parallel_tool_calls", "temperature", "top_p", "stop"))),
+    "anthropic": (_learn_max_tokens, _refused_parameter(("temperature", "top_p", "top_k")),
+                  _learn_adaptive_thinking),
+}
 
 
 def _is_read_timeout(exc: BaseException) -> bool:
@@ -2747,9 +2885,8 @@ def client_dialect(request: web.Request) -> str:
 
 
 def error_response(error: ProxyError, request: web.Request) -> web.Response:
-    headers = {"request-id": request[REQUEST_ID_KEY], **error.headers}
-    if error.status >= 500 or error.status == 429:
-        headers["x-should-retry"] = "true"
+    headers = {"request-id": request[REQUEST_ID_KEY], **error.headers,
+               "x-should-retry": "true" if error.retryable else "false"}
     if request[DIALECT_KEY] == "openai":
         status = 503 if error.status == 529 else error.status  # OpenAI clients do not know 529
         return web.Response(status=status, text=json_dumps(error.openai_body()), content_type="application/json",
@@ -2765,6 +2902,7 @@ def error_frame(error: ProxyError, dialect: str) -> bytes:
     return sse_frame("error", {"type": "error", "error": {"type": error.kind, "message": error.message}})
 
 
+INTERNAL_ERROR = ProxyError(500, "internal proxy error; see the proxy log", "api_error", retryable=False)
 SHUTDOWN_ERROR = ProxyError(503, "the proxy is shutting down; the answer was cut off (retry the request)",
                             "overloaded_error")
 
@@ -2781,6 +2919,8 @@ async def read_json(request: web.Request) -> Any:
         body = json_loads(raw)
     except ValueError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("request body is nested too deeply") from None
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s ← %s %s body=%s", request[REQUEST_ID_KEY], request.method, request.path,
                   loggable_body(raw, (client_key(request), request.app[CONFIG_KEY].api_key)))
@@ -2834,9 +2974,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
                    405: f"method {request.method} is not allowed on {request.path}",
                    413: "request body is too large"}.get(exc.status, exc.reason)
         response = error_response(ProxyError(exc.status, message, kind), request)
+    except RecursionError:  # input nested deeper than the translators follow
+        response = error_response(bad_request("request body is nested too deeply"), request)
     except Exception:  # a bug in the proxy must still answer in the client's dialect
         log.exception("internal error on %s %s", request.method, request.path)
-        response = error_response(ProxyError(500, "internal proxy error; see the proxy log", "api_error"), request)
+        response = error_response(INTERNAL_ERROR, request)
     finally:
         state.inflight.discard(task)
     if not response.prepared:
@@ -2952,7 +3094,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         if backend.dialect == "anthropic":
             return await passthrough(request, body, backend, model, key, "anthropic")
         payload = anthropic_to_openai_request(body, model, config.max_tokens, config.reasoning_effort)
-        names = tool_name_map(body.get("tools"))
+        names = {v: k for k, v in openai_tool_names(body).items()}  # backend's name → client's
         if body.get("stream"):
             return await stream_messages(request, body, backend, payload, key, names)
         resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
@@ -3061,7 +3203,7 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
         if backend.dialect == "openai":
             return await passthrough(request, body, backend, model, key, "openai")
         payload = openai_to_anthropic_request(body, model, config.max_tokens)
-        names = openai_request_tool_names(body)
+        names = {v: k for k, v in claude_tool_names(body).items()}  # backend's name → client's
         json_tool = (payload.get("tool_choice") or {}).get("name") == JSON_TOOL
         resp = await request.app[UPSTREAM_KEY].post_anthropic(backend, payload, key)
         if body.get("stream"):
@@ -3143,10 +3285,7 @@ async def passthrough(request: web.Request, body: dict, backend: Backend, model:
     config = request.app[CONFIG_KEY]
     upstream = request.app[UPSTREAM_KEY]
     rlog = request[LOG_KEY]
-    payload = {**body, "model": model}
-    tokens_key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
-    if config.max_tokens and isinstance(payload.get(tokens_key), int):
-        payload[tokens_key] = min(payload[tokens_key], config.max_tokens)
+    payload = cap_output_tokens({**body, "model": model}, config.max_tokens)
     if dialect == "anthropic":
         resp = await upstream.post_anthropic(backend, payload, key, request.headers.get("anthropic-version"),
                                              request.headers.get("anthropic-beta"))

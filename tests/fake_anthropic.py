@@ -10,6 +10,8 @@ a thinking block with a signature; a last turn of tool results → text quoting 
 forced tool (``tool_choice`` type tool) answers with that tool and an input built from its schema.
 Model names pick faults: ``status-<N>-*``, ``overload-mid-*`` (``event: error`` after some text),
 ``cut-*`` (connection dropped mid-stream), ``adaptive-only-*`` (refuses ``thinking.type.enabled``).
+Models released after Opus 4.6 (``claude-opus-4-7``/``4-8``, ``*-5``, ``fable``) refuse ``temperature`` other
+than 1, ``top_p`` below 0.99 and any ``top_k``, as the real API does.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ KNOWN_FIELDS = {"model", "messages", "max_tokens", "system", "metadata", "stop_s
                 "top_p", "top_k", "tools", "tool_choice", "thinking", "output_config", "service_tier", "container",
                 "cache_control", "inference_geo", "context_management", "mcp_servers"}
 ID_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
+NO_SAMPLING_MODELS = re.compile(r"opus-4-[7-9]|(?:sonnet|opus|haiku)-5|fable", re.I)
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 
 
@@ -65,6 +68,11 @@ class FakeAnthropic(LoopbackServer):
         if not isinstance(body.get("max_tokens"), int):
             raise Invalid("max_tokens: Field required")
         t, p = body.get("temperature"), body.get("top_p")
+        if NO_SAMPLING_MODELS.search(body["model"]):
+            for name, ok in (("temperature", t is None or t == 1), ("top_p", p is None or p >= 0.99),
+                             ("top_k", "top_k" not in body)):
+                if not ok:
+                    raise Invalid(f"`{name}` is deprecated for this model.")
         if t is not None and not 0 <= t <= 1:
             raise Invalid("temperature: Input should be less than or equal to 1")
         if t is not None and p is not None:

@@ -145,6 +145,44 @@ def test_models_refusing_enabled_thinking_get_adaptive(make_oproxy, claude_backe
     assert claude_backend.requests[-1]["output_config"] == {"effort": "low"}
 
 
+@pytest.mark.parametrize("sampling", [{"temperature": 0.7}, {"top_p": 0.5}, {"temperature": 0.2, "top_p": 0.5}])
+def test_sampling_parameters_refused_by_newer_claude_models_are_dropped_and_remembered(make_oproxy, claude_backend,
+                                                                                      sampling):
+    """Issue #9 defect 8: OpenAI clients always send a temperature; Claude Opus 4.7+ refuses it with a 400."""
+    proxy = make_oproxy(model="claude-opus-4-8")
+    client = oclient(proxy)
+    assert client.chat.completions.create(**user("one"), **sampling).choices[0].message.content.startswith("Hello")
+    first = claude_backend.requests[:]
+    assert len(first) == 2 and any(k in first[0] for k in ("temperature", "top_p"))
+    assert not {"temperature", "top_p"} & first[1].keys()
+    stream = client.chat.completions.create(**user("two"), stream=True, **sampling)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).startswith("Hello")
+    assert len(claude_backend.requests) == 3  # remembered: straight through, no second refusal
+    assert not {"temperature", "top_p"} & claude_backend.requests[-1].keys()
+
+
+def test_older_claude_models_keep_their_temperature(make_oproxy, claude_backend):
+    client = oclient(make_oproxy(model="claude-sonnet-4-5"))
+    client.chat.completions.create(**user("x"), temperature=0.3)
+    assert len(claude_backend.requests) == 1 and claude_backend.requests[0]["temperature"] == 0.3
+
+
+def test_reasoning_effort_under_a_max_tokens_cap_keeps_the_cap(make_oproxy, claude_backend):
+    """Issue #9 defect 6: reasoning_effort "high" under --max-tokens 2000 was sent with max_tokens 8192."""
+    client = oclient(make_oproxy(max_tokens=2000))
+    r = client.chat.completions.create(**user("x"), reasoning_effort="high")
+    assert r.choices[0].message.content.startswith("Hello")
+    sent = claude_backend.requests[-1]
+    assert sent["max_tokens"] == 2000 and sent["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    client.chat.completions.create(**user("x"), reasoning_effort="high", max_tokens=1024)
+    assert claude_backend.requests[-1]["max_tokens"] == 2000  # raised to leave the answer room, then capped
+    client.chat.completions.create(**user("x"), reasoning_effort="low", max_tokens=100000)
+    assert claude_backend.requests[-1]["max_tokens"] == 2000
+    client = oclient(make_oproxy(max_tokens=1024))  # no room for the smallest budget (1024): no thinking
+    client.chat.completions.create(**user("x"), reasoning_effort="high")
+    assert claude_backend.requests[-1]["max_tokens"] == 1024 and "thinking" not in claude_backend.requests[-1]
+
+
 def test_images_and_files(oproxy, claude_backend):
     r = oclient(oproxy).chat.completions.create(model="claude-sonnet-4-5", messages=[{"role": "user", "content": [
         {"type": "text", "text": "What is this?"},

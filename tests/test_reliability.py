@@ -242,7 +242,9 @@ def _mutations(seed: int, base: dict, count: int):
     import random
     rnd = random.Random(seed)
     junk = [None, 0, -1, 10**20, 1.5, float("nan"), "", "x" * 3, [], {}, [{}], {"type": "zzz"}, True,
-            {"type": "text"}, {"type": "image", "source": {}}, [None], "\u0000", {"role": "user"}]
+            {"type": "text"}, {"type": "image", "source": {}}, [None], "\u0000", {"role": "user"}, [1], ["x"],
+            {"properties": [1]}, {"$ref": 5}, {"type": ["string", 1]}, {"items": "x"}, {"text": 5},
+            {"type": "document", "source": {"type": "content", "content": 5}}, {"type": "tool", "name": 5}]
 
     def paths(obj, prefix=()):
         yield prefix
@@ -277,7 +279,14 @@ CLAUDE_CODE_LIKE = {
     "model": "claude-sonnet-5", "max_tokens": 64000, "stream": True,
     "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
     "tools": [{"name": "Read", "description": "Read", "input_schema": {
-        "type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]}}],
+        "type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]}},
+              {"name": "mcp.edit", "input_schema": {
+                  "type": "object", "$defs": {"Edit": {"type": "object", "properties": {"old": {"type": "string"}}}},
+                  "definitions": {"Pos": {"type": "integer"}},
+                  "properties": {"edits": {"type": "array", "items": {"$ref": "#/$defs/Edit"}},
+                                 "at": {"anyOf": [{"$ref": "#/definitions/Pos"}, {"type": "null"}]},
+                                 "mode": {"allOf": [{"properties": {"x": {"type": "string"}}, "required": ["x"]}]}},
+                  "required": ["edits"]}}],
     "tool_choice": {"type": "auto"}, "thinking": {"type": "adaptive"}, "metadata": {"user_id": "u"},
     "messages": [
         {"role": "user", "content": [{"type": "text", "text": "read it"}]},
@@ -286,12 +295,23 @@ CLAUDE_CODE_LIKE = {
                                            "input": {"file_path": "/x"}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [
             {"type": "text", "text": "data"},
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]}]}
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}},
+            {"type": "search_result", "title": "t", "source": "s", "content": [{"type": "text", "text": "r"}]}]},
+            {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "d"}]}},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "AA=="}},
+            {"type": "text", "text": "go on"}]}]}
 
 OPENAI_LIKE = {
     "model": "claude-x", "stream": False, "max_tokens": 100, "temperature": 0.5, "stop": ["x"],
-    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}},
+              {"type": "function", "function": {"name": "g.h", "parameters": {
+                  "type": "object", "properties": {"a": {"type": "array", "items": {"$ref": "#/$defs/A"}}},
+                  "$defs": {"A": {"type": "string"}}, "required": ["a"]}}}],
+    "tool_choice": {"type": "function", "function": {"name": "f"}},
+    "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {
+        "type": "object", "properties": {"v": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}}}},
     "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": [
+        {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,AA=="}},
         {"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]},
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
@@ -320,6 +340,41 @@ def test_fuzzed_anthropic_bodies_never_5xx(loop_thread, make_proxy, backend):
             assert err["type"] == "error" and err["error"]["message"]
 
 
+@pytest.mark.parametrize("door,body,field", [
+    ("anthropic", {"tools": [{"name": "t", "input_schema": {"type": "object", "definitions": [1]}}]},
+     "tools.0.input_schema.definitions"),
+    ("anthropic", {"tools": [{"name": "t", "input_schema": {"type": "object", "allOf": [{"properties": [1]}]}}]},
+     "tools.0.input_schema.allOf.0.properties"),
+    ("anthropic", {"messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "content", "content": 5}}]}]}, "messages.0.content.0.source.content"),
+    ("anthropic", {"messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": 5, "data": "AA=="}}]}]},
+     "messages.0.content.0.source.media_type"),
+    ("anthropic", {"messages": [{"role": "user", "content": [
+        {"type": "search_result", "title": "t", "source": "s", "content": [{"type": "text", "text": 5}]}]}]},
+     "messages.0.content.0.content.0.text"),
+    ("openai", {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": "x"}}},
+     "response_format.json_schema.schema"),
+    ("openai", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"items": "x"}}}}}]}, "tools[0].function.parameters.properties.a.items"),
+])
+def test_malformed_client_bodies_are_400s_naming_the_field_and_not_retried(make_proxy, loop_thread_claude_backend,
+                                                                          door, body, field):
+    """Issue #9 defect 3: these were 500s, and 500s carry x-should-retry: true."""
+    if door == "anthropic":
+        proxy, path = make_proxy(), "/v1/messages"
+        body = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], **body}
+    else:
+        proxy = make_proxy(backend="anthropic", url=f"127.0.0.1:{loop_thread_claude_backend.port}", api_key="k")
+        path, body = "/v1/chat/completions", {"model": "claude-x", "messages": [{"role": "user", "content": "hi"}],
+                                              **body}
+    r = httpx.post(proxy.url + path, json=body, timeout=10)
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(field + ":"), message
+    assert r.headers["x-should-retry"] == "false"
+
+
 def test_fuzzed_openai_bodies_never_5xx(loop_thread, make_proxy, loop_thread_claude_backend):
     proxy = make_proxy(backend="anthropic", url=f"127.0.0.1:{loop_thread_claude_backend.port}", api_key="k")
     for status, raw, data in _post_mutations(loop_thread, proxy.url + "/v1/chat/completions", 99, OPENAI_LIKE, 300):
@@ -344,21 +399,27 @@ def test_translators_raise_only_400s_under_hypothesis():
 
     leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=False),
                      st.text(max_size=8), st.sampled_from(["user", "assistant", "system", "tool", "text", "image",
-                                                           "tool_use", "tool_result", "function", "object"]))
+                                                           "tool_use", "tool_result", "function", "object", "document",
+                                                           "search_result", "content", "base64", "json_schema",
+                                                           "#/$defs/A", "array", "string"]))
     value = st.recursive(leaf, lambda inner: st.one_of(
         st.lists(inner, max_size=4),
         st.dictionaries(st.sampled_from(["type", "role", "content", "text", "source", "id", "name", "input",
                                          "tool_use_id", "tool_calls", "function", "arguments", "image_url", "url",
-                                         "data", "media_type", "tool_call_id", "is_error"]), inner, max_size=5)),
+                                         "data", "media_type", "tool_call_id", "is_error", "input_schema",
+                                         "parameters", "properties", "$defs", "definitions", "$ref", "allOf", "anyOf",
+                                         "items", "required", "title", "file", "file_data", "schema", "json_schema",
+                                         "response_format"]), inner, max_size=5)),
         max_leaves=25)
 
     @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(messages=value, tools=value, extra=value)
-    def check(messages, tools, extra):
+    @given(messages=value, tools=value, extra=value, fmt=value)
+    def check(messages, tools, extra, fmt):
         for fn, body in ((cp.anthropic_to_openai_request,
                           {"model": "m", "max_tokens": 10, "messages": messages, "tools": tools, "tool_choice": extra}),
                          (cp.openai_to_anthropic_request,
-                          {"model": "m", "messages": messages, "tools": tools, "tool_choice": extra})):
+                          {"model": "m", "messages": messages, "tools": tools, "tool_choice": extra,
+                           "response_format": fmt})):
             try:
                 fn(body, "backend-model")
             except cp.ProxyError as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from claude_proxy import (AnthropicToOpenAIStream, ProxyError, anthropic_to_openai_response,
-                          openai_request_tool_names, openai_to_anthropic_request, openai_usage)
+                          claude_tool_names, openai_to_anthropic_request, openai_usage)
 
 
 def translate(messages, **kw):
@@ -58,11 +58,30 @@ def test_tool_names_sanitized_and_mapped_back():
             "tool_choice": {"type": "function", "function": {"name": "ns.tool"}}}
     out = openai_to_anthropic_request(body, "c")
     assert out["tools"][0]["name"] == "ns_tool" and out["tool_choice"] == {"type": "tool", "name": "ns_tool"}
-    names = openai_request_tool_names(body)
+    names = {v: k for k, v in claude_tool_names(body).items()}
     msg = {"id": "msg_1", "content": [{"type": "tool_use", "id": "toolu_1", "name": "ns_tool", "input": {"a": 1}}],
            "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 2}}
     call = anthropic_to_openai_response(msg, "m", names)["choices"][0]["message"]["tool_calls"][0]
     assert call["function"] == {"name": "ns.tool", "arguments": '{"a":1}'}
+
+
+def test_colliding_function_names_stay_apart_both_ways():
+    """Issue #9 defect 5, OpenAI client → Anthropic backend."""
+    fns = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("ns.tool", "ns_tool")]
+    body = {"model": "m", "tools": fns, "messages": [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "ns.tool", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}
+    out = openai_to_anthropic_request(body, "c")
+    sent = [t["name"] for t in out["tools"]]
+    assert sent[1] == "ns_tool" and sent[0] != "ns_tool"
+    assert out["messages"][1]["content"][0]["name"] == sent[0]
+    names = {v: k for k, v in claude_tool_names(body).items()}
+    msg = {"id": "msg_1", "content": [{"type": "tool_use", "id": "toolu_1", "name": n, "input": {}} for n in sent],
+           "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 2}}
+    calls = anthropic_to_openai_response(msg, "m", names)["choices"][0]["message"]["tool_calls"]
+    assert [c["function"]["name"] for c in calls] == ["ns.tool", "ns_tool"]
 
 
 @pytest.mark.parametrize("choice,expected", [("none", {"type": "none"}), ("auto", {"type": "auto"}),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from claude_proxy import (Config, ProxyError, anthropic_to_openai_request, normalize_backend_url, openai_tool_name,
-                          sanitize_schema, tool_name_map)
+from claude_proxy import (Config, ProxyError, anthropic_to_openai_request, normalize_backend_url, openai_tool_names,
+                          sanitize_schema)
 
 
 def translate(body: dict, model: str = "gpt-4.1", **kw) -> dict:
@@ -192,9 +193,31 @@ def test_only_server_tools_means_no_tools_at_all():
 
 def test_long_tool_names_are_shortened_and_reversible():
     long = "mcp__" + "very_long_server_name__" * 3 + "do.something"
-    short = openai_tool_name(long)
-    assert len(short) <= 64 and short == openai_tool_name(long)
-    assert tool_name_map([{"name": long}, {"name": "Read"}]) == {short: long}
+    names = openai_tool_names({"tools": [{"name": long}, {"name": "Read"}]})
+    short = names[long]
+    assert len(short) <= 64 and names["Read"] == "Read"
+    assert openai_tool_names({"tools": [{"name": "Read"}, {"name": long}]})[long] == short  # stable across turns
+
+
+def test_sanitised_tool_names_never_collide_and_map_back_exactly():
+    """Issue #9 defect 5: ``a.b`` and ``a_b`` both became ``a_b``."""
+    schema = {"type": "object", "properties": {}}
+    body = {"model": "m", "max_tokens": 10, "tools": [{"name": n, "input_schema": schema} for n in (
+                "a.b", "a_b", "a b", "x" * 70, "x" * 69 + "y")],
+            "tool_choice": {"type": "tool", "name": "a.b"},
+            "messages": [{"role": "user", "content": "go"},
+                         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "a.b", "input": {}},
+                                                           {"type": "tool_use", "id": "t2", "name": "a_b", "input": {}}]},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "1"},
+                                                      {"type": "tool_result", "tool_use_id": "t2", "content": "2"}]}]}
+    out = anthropic_to_openai_request(body, "gpt-4o")
+    sent = [t["function"]["name"] for t in out["tools"]]
+    assert len(set(sent)) == 5 and all(re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", n) for n in sent)
+    assert sent[1] == "a_b"  # a valid name is never changed
+    calls = [c["function"]["name"] for c in out["messages"][1]["tool_calls"]]
+    assert calls == sent[:2] and out["tool_choice"]["function"]["name"] == sent[0]
+    back = {v: k for k, v in openai_tool_names(body).items()}
+    assert [back[n] for n in sent] == ["a.b", "a_b", "a b", "x" * 70, "x" * 69 + "y"]
 
 
 def test_unforwarded_fields_and_sampling():
