@@ -1382,17 +1382,24 @@ def _matched_stop(choice: dict, stop_sequences: list[str] | None) -> str | None:
     return None
 
 
+def token_count(value: Any) -> int | None:
+    """A token count from a backend's usage, or None for anything that is not a count ("12", -1, true)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def anthropic_usage(usage: Any) -> dict[str, int] | None:
-    """OpenAI usage → Anthropic usage; Anthropic's input_tokens excludes cache reads."""
+    """OpenAI usage → Anthropic usage (Anthropic's input_tokens excludes cache reads); None when the backend
+    gave no usable counts, so the estimate stands in."""
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    details = usage.get("prompt_tokens_details") or {}
-    cached = (details.get("cached_tokens") if isinstance(details, dict) else 0) or usage.get(
-        "prompt_cache_hit_tokens") or 0
-    cached = min(cached, prompt)
-    return {"input_tokens": int(prompt - cached), "output_tokens": int(usage.get("completion_tokens") or 0),
-            "cache_read_input_tokens": int(cached), "cache_creation_input_tokens": 0}
+    prompt, completion = token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
+    if prompt is None or completion is None:
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = token_count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    cached = min(prompt, cached or token_count(usage.get("prompt_cache_hit_tokens")) or 0)
+    return {"input_tokens": prompt - cached, "output_tokens": completion, "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": 0}
 
 
 def new_message_id(backend_id: Any = None) -> str:
@@ -1403,35 +1410,50 @@ def new_message_id(backend_id: Any = None) -> str:
     return "msg_" + secrets.token_hex(12)
 
 
-def _content_text(content: Any) -> str:
+def _content_text(content: Any, where: str) -> str:
+    """The text of an answer's ``content``: a string, or (some backends, even in JSON mode) a list of parts."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # some backends answer with parts even in JSON mode
+    if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    if content is not None:
+        raise malformed(f"{where}.content is {describe_value(content)}, not a string")
     return ""
 
 
 _THINK_BLOCK = re.compile(r"\s*<think>(.*?)(?:</think>\s*|$)", re.S)
 
 
-def openai_to_anthropic_response(resp: dict, requested_model: str, tool_names: dict[str, str] | None = None,
+def first_choice(chunk: Any) -> dict | None:
+    """The first choice of an OpenAI answer or stream chunk; None for a chunk without one (Azure's
+    prompt-filter chunk, the usage-only chunk). An error inside, or a wrong shape, raises."""
+    if not isinstance(chunk, dict):
+        raise malformed(f"the answer is {describe_value(chunk)}, not an object")
+    if chunk.get("error"):
+        raise ProxyError(502, "backend error mid-stream: " + _backend_message(json_dumps(chunk)), "api_error")
+    choices = chunk.get("choices")
+    if choices is None or choices == []:
+        return None
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise malformed(f"choices is {describe_value(choices)}, not a list of objects")
+    return choices[0]
+
+
+def openai_to_anthropic_response(resp: Any, requested_model: str, tool_names: dict[str, str] | None = None,
                                  stop_sequences: list[str] | None = None,
                                  input_estimate: int = 0) -> dict:
-    """Translate an OpenAI chat.completion into an Anthropic Message."""
-    if not isinstance(resp, dict):
-        raise ProxyError(502, "backend answered with JSON that is not an object", "api_error")
-    if resp.get("error"):
-        raise ProxyError(502, "backend error: " + _backend_message(json_dumps(resp)), "api_error")
-    choices = resp.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ProxyError(502, "backend answered without choices", "api_error")
-    choice = choices[0]
+    """Translate an OpenAI chat.completion into an Anthropic Message; a malformed one raises a 502."""
+    choice = first_choice(resp)
+    if choice is None:
+        raise malformed("the answer has no choices")
     message = choice.get("message") or {}
+    if not isinstance(message, dict):
+        raise malformed(f"choices[0].message is {describe_value(message)}, not an object")
     content: list[dict] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
-    text = _content_text(message.get("content"))
+    text = _content_text(message.get("content"), "choices[0].message")
     think = _THINK_BLOCK.match(text) if not content else None
     if think:  # reasoning inlined as <think>…</think> (DeepSeek-R1/QwQ on Ollama, llama.cpp)
         content.append({"type": "thinking", "thinking": think.group(1).strip(), "signature": ""})
@@ -1441,29 +1463,58 @@ def openai_to_anthropic_response(resp: dict, requested_model: str, tool_names: d
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         content.append({"type": "text", "text": refusal})
-    names = tool_names or {}
-    for call in message.get("tool_calls") or []:
-        if not isinstance(call, dict):
-            continue
-        fn = call.get("function") or {}
-        name = fn.get("name") or ""
-        content.append({"type": "tool_use", "id": tool_id_with_signature(sanitize_tool_id(call.get("id")), call),
-                        "name": names.get(name, name), "input": _parse_tool_arguments(fn.get("arguments"))})
-    if isinstance(message.get("function_call"), dict):  # legacy single function call
-        fc = message["function_call"]
-        content.append({"type": "tool_use", "id": sanitize_tool_id(None), "name": names.get(fc.get("name"), fc.get(
-            "name") or ""), "input": _parse_tool_arguments(fc.get("arguments"))})
-    has_tools = any(b["type"] == "tool_use" for b in content)
+    calls = message.get("tool_calls") or []
+    if isinstance(message.get("function_call"), dict):  # the legacy single function call
+        calls = [{"function": message["function_call"]}]
+    if not isinstance(calls, list):
+        raise malformed(f"choices[0].message.tool_calls is {describe_value(calls)}, not a list")
+    said = [b.get("text") or b.get("thinking") or "" for b in content]
+    for call in calls:
+        block, words = _tool_use_block(call, tool_names or {})
+        content.append(block)
+        said.append(words)
+    has_tools = bool(calls)
     matched = _matched_stop(choice, stop_sequences)
     stop = "refusal" if refusal and not has_tools else _stop_reason(choice.get("finish_reason"), has_tools, matched)
-    usage = anthropic_usage(resp.get("usage") or choice.get("usage"))
-    if usage is None:
-        usage = {"input_tokens": input_estimate, "output_tokens": estimate_text_tokens(
-            text + (reasoning if isinstance(reasoning, str) else "")), "cache_read_input_tokens": 0,
-                 "cache_creation_input_tokens": 0}
+    usage = anthropic_usage(resp.get("usage") or choice.get("usage")) or {
+        "input_tokens": input_estimate, "output_tokens": estimate_output_tokens(said),
+        "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
     return {"id": new_message_id(resp.get("id")), "type": "message", "role": "assistant", "model": requested_model,
             "content": content, "stop_reason": stop, "stop_sequence": matched if stop == "stop_sequence" else None,
             "usage": usage}
+
+
+def tool_call_fields(call: dict) -> tuple[str | None, str | None, str]:
+    """(id, name, arguments text) of an OpenAI tool call or stream fragment; a wrong type is a malformed answer."""
+    fn = call.get("function", {})
+    if not isinstance(fn, dict):
+        raise malformed(f"tool_calls[].function is {describe_value(fn)}, not an object")
+    name = fn.get("name", call.get("name"))
+    if name is not None and not isinstance(name, str):
+        raise malformed(f"tool_calls[].function.name is {describe_value(name)}, not a string")
+    args = fn.get("arguments", call.get("arguments"))
+    if isinstance(args, dict):  # some backends send arguments as an object
+        args = json_dumps(args)
+    if args is not None and not isinstance(args, str):
+        raise malformed(f"tool_calls[].function.arguments is {describe_value(args)}, not a string")
+    call_id = call.get("id")
+    return (call_id if isinstance(call_id, str) and call_id else None), (name or None), (args or "")
+
+
+def _tool_use_block(call: Any, names: dict[str, str]) -> tuple[dict, str]:
+    """One OpenAI tool call as a tool_use block, checked like the stream's fragments are; and what it said."""
+    if not isinstance(call, dict):
+        raise malformed(f"a tool call is {describe_value(call)}, not an object")
+    call_id, name, args = tool_call_fields(call)
+    name = name or "unknown_tool"
+    return {"type": "tool_use", "id": tool_id_with_signature(sanitize_tool_id(call_id), call),
+            "name": names.get(name, name), "input": _parse_tool_arguments(args)}, name + args
+
+
+def estimate_output_tokens(said: Iterable[str]) -> int:
+    """Output tokens of an answer whose backend reported none, from everything it said (text, thinking, tool
+    names and arguments): the one estimator, for streams and JSON answers alike."""
+    return max(1, estimate_text_tokens("".join(said)))
 
 
 # ---- max_tokens limits named in backend errors ------------------------------------------------------
@@ -1940,38 +1991,45 @@ def _openai_tools(body: dict, names_in: dict[str, str]) -> tuple[list[dict], dic
 def openai_usage(usage: Any) -> dict:
     """Anthropic usage → OpenAI usage; OpenAI's prompt_tokens includes cached tokens."""
     usage = usage if isinstance(usage, dict) else {}
-    cache_read = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cache_read + (usage.get("cache_creation_input_tokens") or 0)
-    completion = usage.get("output_tokens") or 0
+    count = {key: token_count(usage.get(key)) or 0 for key in (
+        "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")}
+    cache_read = count["cache_read_input_tokens"]
+    prompt = count["input_tokens"] + cache_read + count["cache_creation_input_tokens"]
+    completion = count["output_tokens"]
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cache_read}}
 
 
-def anthropic_to_openai_response(msg: dict, requested_model: str, tool_names: dict[str, str] | None = None,
+def anthropic_to_openai_response(msg: Any, requested_model: str, tool_names: dict[str, str] | None = None,
                                  json_tool: bool = False) -> dict:
-    """Translate an Anthropic Message into an OpenAI chat.completion."""
+    """Translate an Anthropic Message into an OpenAI chat.completion; a malformed one raises a 502."""
     if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
-        raise ProxyError(502, "backend answered with something that is not an Anthropic message", "api_error")
+        raise malformed("not an Anthropic message (no content list)")
     names = tool_names or {}
     texts, reasoning, calls = [], [], []
     for block in msg["content"]:
         if not isinstance(block, dict):
-            continue
+            raise malformed(f"a content block is {describe_value(block)}, not an object")
         kind = block.get("type")
+        field = {"text": "text", "thinking": "thinking"}.get(kind)  # type: ignore[arg-type]
+        if field and not isinstance(block.get(field, ""), str):
+            raise malformed(f"a {kind} block's {field} is {describe_value(block[field])}, not a string")
         if kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "thinking":
             reasoning.append(block.get("thinking", ""))
         elif kind == "tool_use":
-            if json_tool and block.get("name") == JSON_TOOL:
-                value = block.get("input", {})
+            name, value = block.get("name"), block.get("input", {})
+            if not isinstance(name, str) or not isinstance(value, dict):
+                raise malformed("a tool_use block needs a string name and an object input")
+            if json_tool and name == JSON_TOOL:
                 texts.append(json_dumps(value["value"] if set(value) == {"value"} else value))
                 continue
-            calls.append({"id": block.get("id") or sanitize_tool_id(None, "call_"), "type": "function",
-                          "function": {"name": names.get(block.get("name"), block.get("name")),
-                                       "arguments": json_dumps(block.get("input", {}))}})
+            call_id = block.get("id") if isinstance(block.get("id"), str) else sanitize_tool_id(None, "call_")
+            calls.append({"id": call_id, "type": "function",
+                          "function": {"name": names.get(name, name), "arguments": json_dumps(value)}})
     stop = msg.get("stop_reason")
-    finish = "tool_calls" if calls else STOP_TO_FINISH.get(stop, "stop")
+    finish = "tool_calls" if calls else STOP_TO_FINISH.get(stop, "stop") if isinstance(stop, str) else "stop"
     if json_tool and stop == "tool_use" and not calls:
         finish = "stop"
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
@@ -1989,18 +2047,135 @@ def anthropic_to_openai_response(msg: dict, requested_model: str, tool_names: di
 # ======================================================================================================
 # 4. Stream translators
 # ======================================================================================================
+# Each translator serves the one stream pump (section 7) through the same small interface: ``start()`` once,
+# ``receive(item)`` for each SSE event read from the backend, ``end()`` when the backend closes the stream, or
+# ``fail(error)``; each returns what to send, which ``encode()`` turns into bytes. ``done`` says the answer is
+# over, ``failed`` holds the error it ended with.
 
 Event = tuple[str, dict]
+
+
+class ThinkTagSplitter:
+    """Separates reasoning inlined as ``<think>…</think>`` at the start of an answer (DeepSeek-R1 and QwQ on
+    Ollama, llama.cpp) from the answer itself. ``feed(text)`` returns ("thinking" | "text", piece) pairs; a tag
+    split across chunks is held back until it can be recognised."""
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self) -> None:
+        self.state = "maybe"  # "maybe" (nothing said yet), "in" (inside <think>), "after" (just closed), "off"
+        self.held = ""
+
+    def feed(self, text: str) -> list[tuple[str, str]]:
+        if self.state == "after":  # the blank line after </think> is not part of the answer
+            text = text.lstrip()
+            if not text:
+                return []
+            self.state = "off"
+        if self.state == "maybe":
+            self.held += text
+            head = self.held.lstrip()
+            if head.startswith(self.OPEN):
+                self.state, text, self.held = "in", head[len(self.OPEN):], ""
+            elif self.OPEN.startswith(head):
+                return []  # whitespace or a partial tag so far
+            else:
+                self.state, text, self.held = "off", self.held, ""
+        if self.state == "in":
+            return self._inside(self.held + text)
+        return [("text", text)] if text else []
+
+    def _inside(self, text: str) -> list[tuple[str, str]]:
+        end = text.find(self.CLOSE)
+        if end < 0:
+            keep = max(0, len(text) - (len(self.CLOSE) - 1))
+            self.held = text[keep:]
+            return [("thinking", text[:keep])] if keep else []
+        self.state, self.held = "after", ""
+        out = [("thinking", text[:end])] if end else []
+        rest = text[end + len(self.CLOSE):].lstrip()
+        if rest:
+            self.state = "off"
+            out.append(("text", rest))
+        return out
+
+    def flush(self) -> list[tuple[str, str]]:
+        """What is held back, as what it turned out to be: the content ended."""
+        held, self.held = self.held, ""
+        return [("thinking" if self.state == "in" else "text", held)] if held else []
+
+    def interrupt(self) -> list[tuple[str, str]]:
+        """Something other than content (a tool call) comes next: an answer that has not opened ``<think>`` by
+        now never will, and what it held back comes first."""
+        if self.state == "in":
+            return []
+        self.state = "off"
+        return self.flush()
+
+
+class ToolCallAssembler:
+    """Puts streamed tool-call fragments together into whole calls, in order.
+
+    A call is keyed by its ``index``, or by its ``id`` when a backend omits the index (Gemini may also reuse
+    index 0 for each parallel call, telling them apart only by id), and held back until its name is known
+    (some backends send the id first). ``feed(fragment)`` returns ("start", call) when a call can begin and
+    ("args", text) for more arguments of the call being written; ``current`` is that call's key, cleared by
+    the translator when something else is written in between.
+    """
+
+    def __init__(self) -> None:
+        self.calls: dict[Any, dict] = {}  # key → {"id", "name", "args", "started"}
+        self.current: Any = None
+
+    def feed(self, fragment: dict) -> list[tuple[str, Any]]:
+        call_id, name, args = tool_call_fields(fragment)
+        key = self._key(fragment, call_id, name)
+        call = self.calls.get(key)
+        if call is None:
+            call = self.calls[key] = {"id": tool_id_with_signature(sanitize_tool_id(call_id), fragment),
+                                      "name": None, "args": "", "started": False}
+        call["name"] = call["name"] or name
+        if not call["started"]:
+            call["args"] += args
+            return [("start", key)] if call["name"] else []  # id before name: wait for the name
+        if not args:
+            return []
+        if self.current != key:
+            # A fragment for a call whose block is already closed cannot be placed in Anthropic's grammar.
+            raise malformed("the arguments of parallel tool calls are interleaved")
+        call["args"] += args
+        return [("args", args)]
+
+    def unstarted(self) -> list[Any]:
+        """Keys of calls that never got a name (the stream is ending): they start now, as ``unknown_tool``."""
+        keys = [key for key, call in self.calls.items() if not call["started"]]
+        for key in keys:
+            self.calls[key]["name"] = self.calls[key]["name"] or "unknown_tool"
+        return keys
+
+    def _key(self, fragment: dict, call_id: str | None, name: str | None) -> Any:
+        idx = fragment.get("index")
+        if isinstance(idx, int) and not isinstance(idx, bool):
+            existing = self.calls.get(("i", idx))
+            if existing is not None and call_id and existing["started"] and \
+                    sanitize_tool_id(call_id) != split_tool_id(existing["id"])[0]:
+                return ("id", call_id)  # a new id under a used index is a new call
+            return ("i", idx)
+        if call_id:
+            return ("id", call_id)
+        if name or self.current is None:
+            return ("n", len(self.calls))  # no index, no id: a name starts a new call
+        return self.current
 
 
 class OpenAIToAnthropicStream:
     """Turns OpenAI ``chat.completion.chunk`` dicts into Anthropic stream events.
 
     ``start()`` once, ``feed(chunk)`` per chunk, then exactly one of ``finish(saw_done)`` or ``fail(error)``.
-    Every method returns the events to send, in order. Blocks are opened one at a time and indexed 0,1,2…;
-    tool calls are keyed by their ``index`` (or ``id`` when a backend omits it), so parallel calls, text after
-    a call and whole calls in one chunk all come out as separate, well-formed blocks.
+    Blocks are opened one at a time and indexed 0,1,2…; text, thinking (``reasoning_content`` or inline
+    ``<think>``) and tool calls each come out as separate, well-formed blocks.
     """
+    client_dialect = "anthropic"
+    at_boundary = True
 
     def __init__(self, model: str, input_tokens: int = 0, tool_names: dict[str, str] | None = None,
                  stop_sequences: list[str] | None = None, message_id: str | None = None):
@@ -2011,17 +2186,41 @@ class OpenAIToAnthropicStream:
         self.message_id = message_id or new_message_id()
         self.index = -1
         self.open: str | None = None  # "thinking" | "text" | "tool"
-        self.tool_key: Any = None
-        self.tools: dict[Any, dict] = {}  # backend key → {"index", "id", "name", "args", "started"}
+        self.think = ThinkTagSplitter()
+        self.tools = ToolCallAssembler()
         self.finish_reason: str | None = None
         self.matched_stop: str | None = None
         self.usage: dict | None = None
-        self.out_chars = 0
+        self.said: list[str] = []  # text and thinking, for the output estimate when the backend sends no usage
         self.saw_tool = False
         self.refused = False
         self.done = False
-        self.think = "maybe"  # "maybe" (nothing said yet), "in" (inside <think>), "after" (just closed), "off"
-        self.think_buf = ""
+        self.failed: ProxyError | None = None
+        self.final_usage: dict | None = None
+
+    # -- the pump's interface ---------------------------------------------------------------------
+    def receive(self, event: SSEEvent) -> list[Event]:
+        data = event.data.strip()
+        if data == "[DONE]":
+            return self.finish(saw_done=True)
+        if not data or event.event in ("ping", "keep-alive"):
+            return []
+        try:
+            chunk = json_loads(data)
+        except ValueError:
+            raise malformed(f"a stream chunk is not JSON: {data[:200]!r}") from None
+        return self.feed(chunk)
+
+    def end(self) -> list[Event]:
+        return self.finish(saw_done=False)
+
+    @staticmethod
+    def encode(events: list[Event]) -> bytes:
+        return sse_frames(events)
+
+    def usage_counts(self) -> tuple[int | None, int | None]:
+        usage = self.final_usage or {}
+        return usage.get("input_tokens"), usage.get("output_tokens")
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> list[Event]:
@@ -2031,49 +2230,23 @@ class OpenAIToAnthropicStream:
                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
         return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
 
-    def feed(self, chunk: dict) -> list[Event]:
-        events: list[Event] = []
-        if not isinstance(chunk, dict):
-            return events
-        if chunk.get("error"):
-            raise ProxyError(502, "backend error mid-stream: " + _backend_message(json_dumps(chunk)), "api_error")
+    def feed(self, chunk: Any) -> list[Event]:
+        choice = first_choice(chunk)
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
-        choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices:
-            return events  # Azure's prompt-filter chunk, xAI's/OpenAI's usage-only chunk
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            return events
+        if choice is None:
+            return []
         if isinstance(choice.get("usage"), dict):  # Moonshot puts usage inside the choice
             self.usage = choice["usage"]
         delta = choice.get("delta")
-        if isinstance(delta, dict):
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                events += self._open("thinking")
-                events.append(self._delta({"type": "thinking_delta", "thinking": reasoning}))
-                self.out_chars += len(reasoning)
-            text = _content_text(delta.get("content"))
-            refusal = delta.get("refusal")
-            if isinstance(refusal, str) and refusal:
-                text += refusal
-                self.refused = True
-            if text:
-                events += self._content(text)
-            calls = delta.get("tool_calls")
-            if isinstance(calls, list):
-                for call in calls:
-                    if isinstance(call, dict):
-                        events += self._tool_delta(call)
-            elif isinstance(delta.get("function_call"), dict):
-                events += self._tool_delta({"index": 0, **delta["function_call"]} if "name" not in delta[
-                    "function_call"] else {"index": 0, "function": delta["function_call"]})
+        if delta is not None and not isinstance(delta, dict):
+            raise malformed(f"choices[0].delta is {describe_value(delta)}, not an object")
+        events = self._delta_events(delta or {})
         finish = choice.get("finish_reason")
         if finish:
-            self.finish_reason = finish
+            self.finish_reason = finish if isinstance(finish, str) else "stop"
             self.matched_stop = _matched_stop(choice, self.stop_sequences) or self.matched_stop
-            events += self._flush_think()
+            events += self._pieces(self.think.flush())
             events += self._close()
         return events
 
@@ -2084,12 +2257,14 @@ class OpenAIToAnthropicStream:
         if not saw_done and self.finish_reason is None:
             return self.fail(ProxyError(502, "the backend closed the stream before finishing the answer "
                                              "(no finish_reason, no [DONE])", "api_error"))
-        events = self._flush_think()
-        events += self._flush_unnamed_tools()
+        events = self._pieces(self.think.flush())
+        for key in self.tools.unstarted():
+            events += self._start_tool(key)
         events += self._close()
         self.done = True
         usage = anthropic_usage(self.usage) or {
-            "input_tokens": self.input_estimate, "output_tokens": max(1, round(self.out_chars / 4))}
+            "input_tokens": self.input_estimate, "output_tokens": estimate_output_tokens(self.said)}
+        self.final_usage = usage
         stop = _stop_reason(self.finish_reason, self.saw_tool, self.matched_stop)
         if self.refused and not self.saw_tool:
             stop = "refusal"
@@ -2107,57 +2282,52 @@ class OpenAIToAnthropicStream:
         if self.done:
             return []
         self.done = True
+        self.failed = error
         return [("error", {"type": "error", "error": {"type": error.kind, "message": error.message}})]
 
-    # -- <think> inside content -------------------------------------------------------------------
-    def _content(self, text: str) -> list[Event]:
-        """Text, except that an answer opening with ``<think>`` has its reasoning moved to a thinking block.
-        Tags split across chunks are held back until they can be recognised."""
-        if self.think == "after":  # the blank line after </think> is not part of the answer
-            text = text.lstrip()
-            if not text:
-                return []
-            self.think = "off"
-        if self.think == "maybe":
-            self.think_buf += text
-            head = self.think_buf.lstrip()
-            if head.startswith("<think>"):
-                self.think, text, self.think_buf = "in", head[len("<think>"):], ""
-            elif "<think>".startswith(head):
-                return []  # whitespace or a partial tag so far
+    # -- what a delta holds -----------------------------------------------------------------------
+    def _delta_events(self, delta: dict) -> list[Event]:
+        events: list[Event] = []
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            events += self._pieces([("thinking", reasoning)])
+        text = _content_text(delta.get("content"), "choices[0].delta")
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            text += refusal
+            self.refused = True
+        if text:
+            events += self._pieces(self.think.feed(text))
+        calls = delta.get("tool_calls")
+        if calls is not None and not isinstance(calls, list):
+            raise malformed(f"choices[0].delta.tool_calls is {describe_value(calls)}, not a list")
+        if isinstance(delta.get("function_call"), dict):  # the legacy single function call
+            calls = [{"index": 0, "function": delta["function_call"]}]
+        for call in calls or []:
+            if not isinstance(call, dict):
+                raise malformed(f"a tool call fragment is {describe_value(call)}, not an object")
+            events += self._tool_fragment(call)
+        return events
+
+    def _pieces(self, pieces: list[tuple[str, str]]) -> list[Event]:
+        events: list[Event] = []
+        for kind, text in pieces:
+            if text:
+                self.said.append(text)
+                events += self._open(kind)
+                events.append(self._delta({"type": "thinking_delta", "thinking": text} if kind == "thinking" else
+                                          {"type": "text_delta", "text": text}))
+        return events
+
+    def _tool_fragment(self, fragment: dict) -> list[Event]:
+        events: list[Event] = []
+        for action, value in self.tools.feed(fragment):
+            if action == "start":
+                events += self._start_tool(value)
             else:
-                self.think, text, self.think_buf = "off", self.think_buf, ""
-        if self.think == "in":
-            text = self.think_buf + text
-            end = text.find("</think>")
-            if end < 0:
-                keep = max(0, len(text) - (len("</think>") - 1))
-                self.think_buf = text[keep:]
-                return self._thinking(text[:keep])
-            self.think, self.think_buf = "after", ""
-            events = self._thinking(text[:end])
-            rest = text[end + len("</think>"):].lstrip()
-            if rest:
-                self.think = "off"
-                events += self._text(rest)
-            return events
-        return self._text(text)
-
-    def _thinking(self, text: str) -> list[Event]:
-        if not text:
-            return []
-        self.out_chars += len(text)
-        return self._open("thinking") + [self._delta({"type": "thinking_delta", "thinking": text})]
-
-    def _text(self, text: str) -> list[Event]:
-        self.out_chars += len(text)
-        return self._open("text") + [self._delta({"type": "text_delta", "text": text})]
-
-    def _flush_think(self) -> list[Event]:
-        buf, self.think_buf = self.think_buf, ""
-        if not buf:
-            return []
-        return self._thinking(buf) if self.think == "in" else self._text(buf)
+                self.said.append(value)
+                events.append(self._delta({"type": "input_json_delta", "partial_json": value}))
+        return events
 
     # -- blocks -----------------------------------------------------------------------------------
     def _delta(self, delta: dict) -> Event:
@@ -2167,11 +2337,11 @@ class OpenAIToAnthropicStream:
         if self.open is None:
             return []
         self.open = None
-        self.tool_key = None
+        self.tools.current = None
         return [("content_block_stop", {"type": "content_block_stop", "index": self.index})]
 
     def _open(self, kind: str) -> list[Event]:
-        if self.open == kind and kind != "tool":
+        if self.open == kind:
             return []
         events = self._close()
         self.index += 1
@@ -2182,78 +2352,39 @@ class OpenAIToAnthropicStream:
                                                "content_block": block}))
         return events
 
-    def _tool_delta(self, call: dict) -> list[Event]:
-        fn = call.get("function") if isinstance(call.get("function"), dict) else {}
-        name = fn.get("name") or call.get("name")
-        args = fn.get("arguments", call.get("arguments"))
-        if isinstance(args, dict):  # some backends send arguments as an object
-            args = json_dumps(args)
-        args = args if isinstance(args, str) else ""
-        call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else None
-        key = self._tool_key(call, call_id, name)
-        state = self.tools.get(key)
-        if state is None:
-            state = {"id": tool_id_with_signature(sanitize_tool_id(call_id), call), "name": None, "args": "",
-                     "started": False}
-            self.tools[key] = state
-        if name and not state["name"]:
-            state["name"] = name
-        events: list[Event] = []
-        if not state["started"]:
-            state["args"] += args
-            if not state["name"]:
-                return events  # id before name (some backends): wait for the name
-            events += self._start_tool(key, state)
-            if state["args"]:
-                events.append(self._delta({"type": "input_json_delta", "partial_json": state["args"]}))
-        elif args:
-            if self.tool_key != key:
-                # A fragment for a call whose block is already closed cannot be placed in the grammar.
-                raise ProxyError(502, "the backend interleaved the arguments of parallel tool calls", "api_error")
-            state["args"] += args
-            events.append(self._delta({"type": "input_json_delta", "partial_json": args}))
-        return events
-
-    def _tool_key(self, call: dict, call_id: str | None, name: str | None) -> Any:
-        idx = call.get("index")
-        if isinstance(idx, int) and not isinstance(idx, bool):
-            existing = self.tools.get(("i", idx))
-            # Gemini may reuse index 0 for each parallel call: a new id under a used index is a new call.
-            if existing is not None and call_id and existing["started"] and \
-                    sanitize_tool_id(call_id) != split_tool_id(existing["id"])[0]:
-                return ("id", call_id)
-            return ("i", idx)
-        if call_id:
-            return ("id", call_id)
-        if name or self.tool_key is None:
-            return ("n", len(self.tools))  # no index, no id: a name starts a new call
-        return self.tool_key
-
-    def _start_tool(self, key: Any, state: dict) -> list[Event]:
-        events = self._flush_think() if self.think != "in" else []  # text held back comes first
-        if self.think in ("maybe", "after"):
-            self.think = "off"
+    def _start_tool(self, key: Any) -> list[Event]:
+        events = self._pieces(self.think.interrupt())  # text held back comes first
         events += self._close()
+        call = self.tools.calls[key]
+        call["started"] = True
+        self.said.append(call["name"] + call["args"])
+        self.tools.current = key
         self.index += 1
         self.open = "tool"
-        self.tool_key = key
         self.saw_tool = True
-        state["started"] = True
-        name = self.tool_names.get(state["name"], state["name"])
-        events.append(("content_block_start", {"type": "content_block_start", "index": self.index,
-                                               "content_block": {"type": "tool_use", "id": state["id"],
-                                                                 "name": name, "input": {}}}))
+        events.append(("content_block_start", {"type": "content_block_start", "index": self.index, "content_block": {
+            "type": "tool_use", "id": call["id"], "name": self.tool_names.get(call["name"], call["name"]),
+            "input": {}}}))
+        if call["args"]:
+            events.append(self._delta({"type": "input_json_delta", "partial_json": call["args"]}))
         return events
 
-    def _flush_unnamed_tools(self) -> list[Event]:
-        events: list[Event] = []
-        for key, state in self.tools.items():
-            if not state["started"]:
-                state["name"] = state["name"] or "unknown_tool"
-                events += self._start_tool(key, state)
-                if state["args"]:
-                    events.append(self._delta({"type": "input_json_delta", "partial_json": state["args"]}))
-        return events
+
+def completion_as_chunk(resp: Any) -> dict:
+    """A whole ``chat.completion`` as the one stream chunk that says the same, for a backend that ignored
+    ``stream: true`` and answered in one piece."""
+    choice = first_choice(resp)
+    if choice is None:
+        raise malformed("the answer has no choices")
+    message = choice.get("message", {})
+    if not isinstance(message, dict):
+        raise malformed(f"choices[0].message is {describe_value(message)}, not an object")
+    delta = dict(message)
+    if isinstance(message.get("tool_calls"), list):
+        delta["tool_calls"] = [{**c, "index": i} if isinstance(c, dict) else c
+                               for i, c in enumerate(message["tool_calls"])]
+    return {"choices": [{**choice, "delta": delta, "finish_reason": choice.get("finish_reason") or "stop"}],
+            "usage": resp.get("usage")}
 
 
 class AnthropicToOpenAIStream:
@@ -2263,6 +2394,8 @@ class AnthropicToOpenAIStream:
     returns the chunks to send; the literal ``"[DONE]"`` marks the end. One stable id; the role only in the first
     delta; tool calls numbered by their own counter; ``id``/``name`` only in a call's first fragment.
     """
+    client_dialect = "openai"
+    at_boundary = True
 
     def __init__(self, model: str, include_usage: bool = False, tool_names: dict[str, str] | None = None,
                  json_tool: bool = False):
@@ -2276,8 +2409,115 @@ class AnthropicToOpenAIStream:
         self.block_kind: dict[int, str] = {}  # Anthropic block index → "text" | "thinking" | "tool" | "json"
         self.tool_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool_calls index
         self.stop_reason: str | None = None
-        self.usage: dict[str, Any] = {}
+        self.usage: dict[str, int] = {}
         self.done = False
+        self.failed: ProxyError | None = None
+
+    # -- the pump's interface ---------------------------------------------------------------------
+    def receive(self, event: SSEEvent) -> list[Any]:
+        if event.event == "ping":
+            return [PING]  # Anthropic's ping becomes an SSE comment
+        data = event.data.strip()
+        if not data:
+            return []
+        try:
+            parsed = json_loads(data)
+        except ValueError:
+            raise malformed(f"a stream event is not JSON: {data[:200]!r}") from None
+        return self.feed(event.event, parsed)
+
+    def end(self) -> list[Any]:
+        return self.finish()
+
+    @staticmethod
+    def encode(chunks: list[Any]) -> bytes:
+        return openai_frames(chunks)
+
+    def usage_counts(self) -> tuple[int | None, int | None]:
+        usage = openai_usage(self.usage)
+        return usage["prompt_tokens"], usage["completion_tokens"]
+
+    def start(self) -> list[Any]:
+        return []  # the first chunk carries the role, and goes out with the first event
+
+    # -- events -----------------------------------------------------------------------------------
+    def feed(self, event: str | None, data: Any) -> list[Any]:
+        if not isinstance(data, dict):
+            raise malformed(f"a stream event is {describe_value(data)}, not an object")
+        kind = data.get("type") or event
+        if kind == "error":
+            err = data.get("error") if isinstance(data.get("error"), dict) else {}
+            kind = err.get("type") if isinstance(err.get("type"), str) else "api_error"
+            raise ProxyError(529 if kind == "overloaded_error" else 502,
+                             str(err.get("message") or "the backend reported an error mid-stream"), kind)
+        if kind == "message_start":
+            message = data.get("message")
+            self._add_usage(message.get("usage") if isinstance(message, dict) else None)
+            return self._start()
+        out = self._start()
+        if kind == "message_stop":
+            return out + self.finish()
+        handler = {"content_block_start": self._block_start, "content_block_delta": self._block_delta,
+                   "message_delta": self._message_delta}.get(kind)
+        return out + handler(data) if handler else out
+
+    def _block_start(self, data: dict) -> list[Any]:
+        idx, block = self._index(data), data.get("content_block")
+        if not isinstance(block, dict):
+            raise malformed(f"content_block is {describe_value(block)}, not an object")
+        btype = block.get("type")
+        if btype != "tool_use":
+            self.block_kind[idx] = btype if isinstance(btype, str) else "text"
+            text = block.get("text") if btype == "text" else None
+            return [self._chunk({"content": text})] if isinstance(text, str) and text else []
+        name = block.get("name")
+        if not isinstance(name, str) or not name:
+            raise malformed(f"a tool_use block's name is {describe_value(name)}, not a string")
+        if self.json_tool and name == JSON_TOOL:
+            self.block_kind[idx] = "json"
+            return []
+        self.block_kind[idx] = "tool"
+        n = self.tool_index[idx] = len(self.tool_index)
+        call_id = block.get("id") if isinstance(block.get("id"), str) else sanitize_tool_id(None, "call_")
+        return [self._chunk({"tool_calls": [{"index": n, "id": call_id, "type": "function", "function": {
+            "name": self.tool_names.get(name, name), "arguments": ""}}]})]
+
+    def _block_delta(self, data: dict) -> list[Any]:
+        idx, delta = self._index(data), data.get("delta")
+        if not isinstance(delta, dict):
+            raise malformed(f"a content_block_delta's delta is {describe_value(delta)}, not an object")
+        field = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}.get(
+            delta.get("type"))
+        value = delta.get(field) if field else None
+        if value is not None and not isinstance(value, str):
+            raise malformed(f"delta.{field} is {describe_value(value)}, not a string")
+        if not value:
+            return []
+        if field == "text" or field == "partial_json" and self.block_kind.get(idx) == "json":
+            return [self._chunk({"content": value})]
+        if field == "thinking":
+            return [self._chunk({"reasoning_content": value})]
+        if field == "partial_json" and idx in self.tool_index:
+            return [self._chunk({"tool_calls": [{"index": self.tool_index[idx], "function": {"arguments": value}}]})]
+        return []
+
+    def _message_delta(self, data: dict) -> list[Any]:
+        delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
+        if isinstance(delta.get("stop_reason"), str):
+            self.stop_reason = delta["stop_reason"]
+        self._add_usage(data.get("usage"))
+        return []
+
+    @staticmethod
+    def _index(data: dict) -> int:
+        idx = data.get("index")
+        if not isinstance(idx, int) or isinstance(idx, bool):
+            raise malformed(f"a content block index is {describe_value(idx)}, not an integer")
+        return idx
+
+    def _add_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.usage.update({k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)})
 
     def _chunk(self, delta: dict | None, finish: str | None = None) -> dict:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
@@ -2290,57 +2530,7 @@ class AnthropicToOpenAIStream:
         self.started = True
         return [self._chunk({"role": "assistant", "content": ""})]
 
-    def feed(self, event: str | None, data: dict) -> list[Any]:
-        kind = data.get("type") if isinstance(data, dict) else None
-        kind = kind or event
-        if kind == "error":
-            err = data.get("error") if isinstance(data.get("error"), dict) else {}
-            raise ProxyError(502 if err.get("type") != "overloaded_error" else 529,
-                             str(err.get("message") or "the backend reported an error mid-stream"),
-                             err.get("type") or "api_error")
-        if kind == "message_start":
-            self.usage.update((data.get("message") or {}).get("usage") or {})
-            return self._start()
-        out = self._start()
-        if kind == "content_block_start":
-            idx = data.get("index")
-            block = data.get("content_block") or {}
-            btype = block.get("type")
-            if btype == "tool_use":
-                if self.json_tool and block.get("name") == JSON_TOOL:
-                    self.block_kind[idx] = "json"
-                    return out
-                self.block_kind[idx] = "tool"
-                n = self.tool_index[idx] = len(self.tool_index)
-                name = block.get("name", "")
-                out.append(self._chunk({"tool_calls": [{"index": n, "id": block.get("id"), "type": "function",
-                                                        "function": {"name": self.tool_names.get(name, name),
-                                                                     "arguments": ""}}]}))
-            else:
-                self.block_kind[idx] = btype or "text"
-                if btype == "text" and block.get("text"):
-                    out.append(self._chunk({"content": block["text"]}))
-        elif kind == "content_block_delta":
-            idx = data.get("index")
-            delta = data.get("delta") or {}
-            dtype = delta.get("type")
-            if dtype == "text_delta" and delta.get("text"):
-                out.append(self._chunk({"content": delta["text"]}))
-            elif dtype == "thinking_delta" and delta.get("thinking"):
-                out.append(self._chunk({"reasoning_content": delta["thinking"]}))
-            elif dtype == "input_json_delta" and delta.get("partial_json"):
-                if self.block_kind.get(idx) == "json":
-                    out.append(self._chunk({"content": delta["partial_json"]}))
-                elif idx in self.tool_index:
-                    out.append(self._chunk({"tool_calls": [{"index": self.tool_index[idx],
-                                                            "function": {"arguments": delta["partial_json"]}}]}))
-        elif kind == "message_delta":
-            self.stop_reason = (data.get("delta") or {}).get("stop_reason") or self.stop_reason
-            self.usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
-        elif kind == "message_stop":
-            return out + self.finish()
-        return out
-
+    # -- endings ----------------------------------------------------------------------------------
     def finish(self) -> list[Any]:
         """The upstream stream ended. Without a stop_reason it was cut off: that is an error, not an ending."""
         if self.done:
@@ -2367,32 +2557,8 @@ class AnthropicToOpenAIStream:
         if self.done:
             return []
         self.done = True
-        return [{"error": error.openai_body()["error"]}]
-
-
-def anthropic_message_events(message: dict) -> list[Event]:
-    """A complete Anthropic message replayed as stream events (for backends that ignore ``stream: true``)."""
-    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
-             "usage": {**message["usage"], "output_tokens": 1}}
-    events: list[Event] = [("message_start", {"type": "message_start", "message": start})]
-    for i, block in enumerate(message["content"]):
-        if block["type"] == "text":
-            first, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": block["text"]}
-        elif block["type"] == "thinking":
-            first, delta = {"type": "thinking", "thinking": "", "signature": ""}, {
-                "type": "thinking_delta", "thinking": block["thinking"]}
-        else:
-            first = {**block, "input": {}}
-            delta = {"type": "input_json_delta", "partial_json": json_dumps(block["input"])}
-        events.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": first}))
-        events.append(("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
-    events.append(("message_delta", {"type": "message_delta", "delta": {
-        "stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]},
-        "usage": {"output_tokens": message["usage"]["output_tokens"],
-                  "input_tokens": message["usage"]["input_tokens"]}}))
-    events.append(("message_stop", {"type": "message_stop"}))
-    return events
+        self.failed = error
+        return [error.openai_body(), "[DONE]"]
 
 
 # ======================================================================================================
@@ -2502,6 +2668,12 @@ def sse_frames(events: list[Event]) -> bytes:
 
 ANTHROPIC_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 OPENAI_PING = b": ping\n\n"
+PING = "PING"  # stands for an SSE comment among OpenAI chunks
+
+
+def openai_frames(chunks: list[Any]) -> bytes:
+    return b"".join(b"data: [DONE]\n\n" if c == "[DONE]" else OPENAI_PING if c == PING else
+                    b"data: " + json_dumps(c).encode() + b"\n\n" for c in chunks)
 
 
 class KeepAliveWriter:
@@ -2898,7 +3070,7 @@ def error_response(error: ProxyError, request: web.Request) -> web.Response:
 def error_frame(error: ProxyError, dialect: str) -> bytes:
     """An in-band error for a stream that has already started, in the client's dialect."""
     if dialect == "openai":
-        return openai_frames([error.openai_body()])
+        return openai_frames([error.openai_body(), "[DONE]"])
     return sse_frame("error", {"type": "error", "error": {"type": error.kind, "message": error.message}})
 
 
@@ -3015,36 +3187,115 @@ async def _read_backend_json(resp: aiohttp.ClientResponse, config: Config, backe
         try:
             data = await resp.json(loads=json_loads, content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _stream_break(exc, config, backend) from None
+            raise backend_failure(exc, config, backend) from None
         except ValueError as exc:
-            raise ProxyError(502, f"backend {redact_url(backend.url)} sent an unreadable answer: {_describe(exc)}",
-                             "api_error") from None
+            raise backend_failure(malformed(f"not JSON ({_describe(exc)})"), config, backend) from None
     if log.isEnabledFor(logging.DEBUG):
         log.debug("← backend %s body=%s", backend.name, loggable_body(data, (config.api_key, backend.api_key)))
     return data
 
 
-def _stream_break(exc: BaseException, config: Config, backend: Backend) -> ProxyError:
+def translated_answer(config: Config, backend: Backend, translate: Any, *args: Any) -> dict:
+    """``translate(*args)`` of a backend's JSON answer; whatever goes wrong is the backend's 502."""
+    try:
+        return translate(*args)
+    except Exception as exc:  # noqa: BLE001 - every failure of a backend's answer reaches the client as a 502
+        raise backend_failure(exc, config, backend) from None
+
+
+def backend_failure(exc: BaseException, config: Config, backend: Backend) -> ProxyError:
+    """What went wrong while reading or translating a backend's answer, as the error the client gets, naming
+    the backend. An exception that is none of the expected ones is a proxy bug: its traceback is logged once."""
     where = redact_url(backend.url)
+    if isinstance(exc, ProxyError):
+        return ProxyError(exc.status, f"{exc.message} (backend {backend.name})", exc.kind, exc.headers, exc.retryable)
     if isinstance(exc, asyncio.TimeoutError):
         return ProxyError(504, f"backend {where} sent nothing for {config.read_timeout:g}s (--read-timeout)",
                           "timeout_error")
-    return ProxyError(502, f"backend {where} broke off: {_describe(exc)}", "api_error")
+    if isinstance(exc, aiohttp.ClientError):
+        return ProxyError(502, f"backend {where} broke off: {_describe(exc)}", "api_error")
+    log.error("could not translate the answer of backend %s", backend.name, exc_info=exc)
+    return ProxyError(502, f"the proxy could not translate the answer of backend {backend.name} "
+                           f"({type(exc).__name__}); see the proxy log", "api_error", retryable=False)
 
 
-async def _cut_by_shutdown(request: web.Request, writer: KeepAliveWriter, dialect: str) -> bool:
-    """Called when a stream's handler is cancelled. If that is the drain deadline (not a client that left), tell
-    the client why and return True: the handler then ends the response cleanly instead of dying mid-stream."""
-    if not request.app[STATE_KEY].draining:
-        return False
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()
+# ---- the one stream pump ------------------------------------------------------------------------------
+
+class _ClientGone(Exception):
+    """The client closed its connection: nothing more can be written to it."""
+
+
+async def pump_stream(request: web.Request, resp: aiohttp.ClientResponse, backend: Backend, translator: Any,
+                      source: AsyncIterator[list[Any]]) -> web.StreamResponse:
+    """Serve one stream for either front door: read the backend's events (``source``), feed ``translator``,
+    write what it returns once per network read, with keep-alive pings while the backend is silent; then
+    finish, fail or shut down.
+
+    After the first byte the HTTP status is spent, so every failure, expected or not, flushes what was
+    translated and ends the stream with an error in the client's dialect (logged once, with the traceback
+    when it is a proxy bug). A client that leaves cancels the handler, which closes the backend request."""
+    config = request.app[CONFIG_KEY]
+    out = web.StreamResponse(status=resp.status, headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
+    async with resp:
+        await out.prepare(request)
+        request[LOG_KEY].first_byte = time.monotonic()
+        ping = ANTHROPIC_PING if translator.client_dialect == "anthropic" else OPENAI_PING
+        pending: list[Any] = []
+        with KeepAliveWriter(out, ping, config.ping_interval) as writer:
+            try:
+                pending = translator.start()
+                async for batch in source:
+                    for item in batch:
+                        pending += translator.receive(item)
+                        if translator.done:
+                            break
+                    if translator.done:
+                        break
+                    if pending:
+                        await _write(writer, translator.encode(pending), translator.at_boundary)
+                        pending = []
+                pending += translator.end()
+            except _ClientGone:
+                return out
+            except asyncio.CancelledError:
+                if not request.app[STATE_KEY].draining:  # the client left
+                    raise
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]  # the drain deadline: say why
+                pending += translator.fail(SHUTDOWN_ERROR)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                pending += translator.fail(backend_failure(exc, config, backend))
+        _log_stream_end(request, translator)
+        try:
+            if pending:
+                await out.write(translator.encode(pending))
+            await out.write_eof()
+        except ConnectionError:
+            pass
+    return out
+
+
+async def _write(writer: KeepAliveWriter, data: bytes, boundary: bool) -> None:
     try:
-        await writer.out.write(error_frame(SHUTDOWN_ERROR, dialect))
-    except (ConnectionError, RuntimeError):
-        pass
-    return True
+        await writer.write(data, boundary)
+    except ConnectionError:
+        raise _ClientGone() from None
+
+
+def _log_stream_end(request: web.Request, translator: Any) -> None:
+    if translator.failed is not None:
+        log.warning("%s stream ended in error: %s", request[REQUEST_ID_KEY], translator.failed.message)
+    rlog = request[LOG_KEY]
+    rlog.input_tokens, rlog.output_tokens = translator.usage_counts()
+
+
+async def json_as_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[list[SSEEvent]]:
+    """A backend that ignored ``stream: true`` and answered in one piece: the answer as the one-chunk stream
+    it would have sent."""
+    try:
+        data = await resp.json(loads=json_loads, content_type=None)
+    except ValueError as exc:
+        raise malformed(f"not JSON ({_describe(exc)})") from None
+    yield [SSEEvent(None, json_dumps(completion_as_chunk(data))), SSEEvent(None, "[DONE]")]
 
 
 # ---- routing and fallbacks ------------------------------------------------------------------------------
@@ -3092,91 +3343,23 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
     async def attempt(backend: Backend, model: str) -> web.StreamResponse:
         key = backend_key(request, backend)
         if backend.dialect == "anthropic":
-            return await passthrough(request, body, backend, model, key, "anthropic")
+            return await passthrough(request, body, backend, model, key)
         payload = anthropic_to_openai_request(body, model, config.max_tokens, config.reasoning_effort)
         names = {v: k for k, v in openai_tool_names(body).items()}  # backend's name → client's
-        if body.get("stream"):
-            return await stream_messages(request, body, backend, payload, key, names)
         resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
+        if body.get("stream"):
+            translator = OpenAIToAnthropicStream(body["model"], count_request_tokens(body), names,
+                                                 body.get("stop_sequences"))
+            replay = "json" in resp.headers.get("content-type", "")
+            return await pump_stream(request, resp, backend, translator, json_as_sse(resp) if replay else
+                                     iter_sse(resp))
         data = await _read_backend_json(resp, config, backend)
-        message = openai_to_anthropic_response(data, body["model"], names, body.get("stop_sequences"),
-                                               count_request_tokens(body))
+        message = translated_answer(config, backend, openai_to_anthropic_response, data, body["model"], names,
+                                    body.get("stop_sequences"), count_request_tokens(body))
         rlog.input_tokens, rlog.output_tokens = message["usage"]["input_tokens"], message["usage"]["output_tokens"]
         return web.Response(text=json_dumps(message), content_type="application/json")
 
     return await with_fallbacks(request, request_candidates(request, body["model"]), attempt)
-
-
-async def stream_messages(request: web.Request, body: dict, backend: Backend, payload: dict, key: str | None,
-                          names: dict[str, str]) -> web.StreamResponse:
-    config = request.app[CONFIG_KEY]
-    rlog = request[LOG_KEY]
-    resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
-    translator = OpenAIToAnthropicStream(body["model"], count_request_tokens(body), names,
-                                         body.get("stop_sequences"))
-    out = web.StreamResponse(headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
-    async with resp:
-        await out.prepare(request)
-        rlog.first_byte = time.monotonic()
-        if "json" in resp.headers.get("content-type", ""):
-            # The backend ignored stream:true and answered in one piece; replay it as a stream.
-            try:
-                message = openai_to_anthropic_response(await resp.json(loads=json_loads, content_type=None),
-                                                       body["model"], names, body.get("stop_sequences"),
-                                                       translator.input_estimate)
-                events = anthropic_message_events(message)
-            except ProxyError as exc:
-                events = translator.start() + translator.fail(exc)
-            except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                events = translator.start() + translator.fail(_stream_break(exc, config, backend) if not isinstance(
-                    exc, ValueError) else ProxyError(502, f"backend {redact_url(backend.url)} sent an unreadable "
-                                                          f"answer"))
-            await out.write(sse_frames(events))
-            await out.write_eof()
-            return out
-        with KeepAliveWriter(out, ANTHROPIC_PING, config.ping_interval) as writer:
-            await writer.write(sse_frames(translator.start()))
-            saw_done = False
-            pending: list[Event] = []
-            try:
-                async for batch in iter_sse(resp):
-                    for event in batch:
-                        data_text = event.data.strip()
-                        if data_text == "[DONE]":
-                            saw_done = True
-                            break
-                        if not data_text or event.event in ("ping", "keep-alive"):
-                            continue
-                        try:
-                            chunk = json_loads(data_text)
-                        except ValueError:
-                            raise ProxyError(502, f"backend sent a stream chunk that is not JSON: "
-                                                  f"{data_text[:200]!r}", "api_error") from None
-                        pending += translator.feed(chunk)
-                    if saw_done:
-                        break
-                    if pending:
-                        await writer.write(sse_frames(pending))
-                        pending = []
-                events = pending + translator.finish(saw_done)
-            except ProxyError as exc:
-                events = pending + translator.fail(exc)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                events = pending + translator.fail(_stream_break(exc, config, backend))
-            except asyncio.CancelledError:
-                if not await _cut_by_shutdown(request, writer, "anthropic"):
-                    raise
-                events = []
-        if events:
-            if events[-1][0] == "error":
-                log.warning("%s stream ended in error: %s", request[REQUEST_ID_KEY],
-                            events[-1][1]["error"]["message"])
-            elif events[-1][0] == "message_stop":
-                usage = events[-2][1]["usage"]
-                rlog.input_tokens, rlog.output_tokens = usage.get("input_tokens"), usage.get("output_tokens")
-            await out.write(sse_frames(events))
-        await out.write_eof()
-    return out
 
 
 async def handle_count_tokens(request: web.Request) -> web.Response:
@@ -3201,15 +3384,18 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     async def attempt(backend: Backend, model: str) -> web.StreamResponse:
         key = backend_key(request, backend)
         if backend.dialect == "openai":
-            return await passthrough(request, body, backend, model, key, "openai")
+            return await passthrough(request, body, backend, model, key)
         payload = openai_to_anthropic_request(body, model, config.max_tokens)
         names = {v: k for k, v in claude_tool_names(body).items()}  # backend's name → client's
         json_tool = (payload.get("tool_choice") or {}).get("name") == JSON_TOOL
         resp = await request.app[UPSTREAM_KEY].post_anthropic(backend, payload, key)
         if body.get("stream"):
-            return await stream_chat_completions(request, body, backend, resp, names, json_tool)
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            translator = AnthropicToOpenAIStream(body["model"], include_usage, names, json_tool)
+            return await pump_stream(request, resp, backend, translator, iter_sse(resp))
         data = await _read_backend_json(resp, config, backend)
-        answer = anthropic_to_openai_response(data, body["model"], names, json_tool)
+        answer = translated_answer(config, backend, anthropic_to_openai_response, data, body["model"], names,
+                                   json_tool)
         rlog.input_tokens = answer["usage"]["prompt_tokens"]
         rlog.output_tokens = answer["usage"]["completion_tokens"]
         return web.Response(text=json_dumps(answer), content_type="application/json")
@@ -3217,125 +3403,87 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     return await with_fallbacks(request, config.routing.candidates(body["model"]), attempt)
 
 
-async def stream_chat_completions(request: web.Request, body: dict, backend: Backend, resp: aiohttp.ClientResponse,
-                                  names: dict[str, str], json_tool: bool) -> web.StreamResponse:
-    config = request.app[CONFIG_KEY]
-    rlog = request[LOG_KEY]
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    translator = AnthropicToOpenAIStream(body["model"], include_usage, names, json_tool)
-    out = web.StreamResponse(headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
-    async with resp:
-        await out.prepare(request)
-        rlog.first_byte = time.monotonic()
-        with KeepAliveWriter(out, OPENAI_PING, config.ping_interval) as writer:
-            pending: list[Any] = []
-            try:
-                async for batch in iter_sse(resp):
-                    for event in batch:
-                        if event.event == "ping":
-                            pending.append(PING)  # Anthropic's ping becomes an SSE comment
-                            continue
-                        try:
-                            data = json_loads(event.data)
-                        except ValueError:
-                            raise ProxyError(502, f"backend sent a stream event that is not JSON: "
-                                                  f"{event.data[:200]!r}", "api_error") from None
-                        pending += translator.feed(event.event, data)
-                        if translator.done:
-                            break
-                    if translator.done:
-                        break
-                    if pending:
-                        await writer.write(openai_frames(pending))
-                        pending = []
-                chunks = pending + translator.finish()
-            except ProxyError as exc:
-                chunks = pending + translator.fail(exc)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                chunks = pending + translator.fail(_stream_break(exc, config, backend))
-            except asyncio.CancelledError:
-                if not await _cut_by_shutdown(request, writer, "openai"):
-                    raise
-                chunks = []
-        usage = openai_usage(translator.usage)
-        rlog.input_tokens, rlog.output_tokens = usage["prompt_tokens"], usage["completion_tokens"]
-        if chunks:
-            await out.write(openai_frames(chunks))
-        await out.write_eof()
-    return out
-
-
-PING = "PING"  # stands for an SSE comment among OpenAI chunks
-
-
-def openai_frames(chunks: list[Any]) -> bytes:
-    return b"".join(b"data: [DONE]\n\n" if c == "[DONE]" else OPENAI_PING if c == PING else
-                    b"data: " + json_dumps(c).encode() + b"\n\n" for c in chunks)
-
-
 # ---- pass-through (client and backend speak the same dialect) ---------------------------------------------
 
-_OPENAI_FINISHED = re.compile(rb'\[DONE\]|"finish_reason"\s*:\s*"')
+_FINISHED = {"anthropic": re.compile(rb'event: message_stop|"type":\s*"message_stop"|event: error'),
+             "openai": re.compile(rb'\[DONE\]|"finish_reason"\s*:\s*"')}
 
 
-async def passthrough(request: web.Request, body: dict, backend: Backend, model: str, key: str | None,
-                      dialect: str) -> web.StreamResponse:
+class Relay:
+    """The pump's "translator" for pass-through: bytes go out as they came. It only watches for the end of
+    the answer, so that a stream cut off before it gets an error frame of the client's dialect."""
+    encode = staticmethod(b"".join)
+
+    def __init__(self, dialect: str):
+        self.client_dialect = dialect
+        self.finished_mark = _FINISHED[dialect]
+        self.finished = False
+        self.tail = b""
+        self.at_boundary = True
+        self.done = False
+        self.failed: ProxyError | None = None
+
+    def start(self) -> list[bytes]:
+        return []
+
+    def receive(self, chunk: bytes) -> list[bytes]:
+        self.at_boundary = chunk.endswith(b"\n\n")
+        if not self.finished:
+            window = self.tail + chunk
+            self.finished = bool(self.finished_mark.search(window))
+            self.tail = window[-64:]
+        return [chunk]
+
+    def end(self) -> list[bytes]:
+        if self.finished:
+            self.done = True
+            return []
+        return self.fail(ProxyError(502, "the backend closed the stream before finishing the answer", "api_error"))
+
+    def fail(self, error: ProxyError) -> list[bytes]:
+        if self.done:
+            return []
+        self.done = True
+        self.failed = error
+        return [b"\n\n" + error_frame(error, self.client_dialect)]
+
+    def usage_counts(self) -> tuple[int | None, int | None]:
+        return None, None
+
+
+async def iter_raw(resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
+    async for chunk in resp.content.iter_any():
+        yield [chunk]
+
+
+async def passthrough(request: web.Request, body: dict, backend: Backend, model: str,
+                      key: str | None) -> web.StreamResponse:
     """Forward a request to a backend of the same dialect: the model mapped, the key injected, the answer
-    relayed byte for byte. A stream that breaks or ends unfinished gets an error frame of the client's dialect."""
+    relayed byte for byte."""
     config = request.app[CONFIG_KEY]
     upstream = request.app[UPSTREAM_KEY]
     rlog = request[LOG_KEY]
     payload = cap_output_tokens({**body, "model": model}, config.max_tokens)
-    if dialect == "anthropic":
+    if backend.dialect == "anthropic":
         resp = await upstream.post_anthropic(backend, payload, key, request.headers.get("anthropic-version"),
                                              request.headers.get("anthropic-beta"))
     else:
         resp = await upstream.post_chat(backend, payload, key)
-    if not body.get("stream"):
-        async with resp:
-            try:
-                raw = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                raise _stream_break(exc, config, backend) from None
-        if log.isEnabledFor(logging.INFO):  # parsed only for the log line's token counts
-            try:
-                usage = json_loads(raw).get("usage") or {}
-                rlog.input_tokens = usage.get("input_tokens", usage.get("prompt_tokens"))
-                rlog.output_tokens = usage.get("output_tokens", usage.get("completion_tokens"))
-            except (ValueError, AttributeError):
-                pass
-        return web.Response(body=raw, status=resp.status, content_type="application/json")
-    out = web.StreamResponse(status=resp.status, headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
-    finished = False
-    tail = b""
-    error: ProxyError | None = None
+    if body.get("stream"):
+        return await pump_stream(request, resp, backend, Relay(backend.dialect), iter_raw(resp))
     async with resp:
-        await out.prepare(request)
-        rlog.first_byte = time.monotonic()
-        with KeepAliveWriter(out, ANTHROPIC_PING if dialect == "anthropic" else OPENAI_PING,
-                             config.ping_interval) as writer:
-            try:
-                async for chunk in resp.content.iter_any():
-                    await writer.write(chunk, boundary=chunk.endswith(b"\n\n"))
-                    if not finished:
-                        window = tail + chunk
-                        finished = (b"event: message_stop" in window or b'"type":"message_stop"' in window or
-                                    b"event: error" in window) if dialect == "anthropic" else bool(
-                            _OPENAI_FINISHED.search(window))
-                        tail = window[-64:]
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                error = _stream_break(exc, config, backend)
-            except asyncio.CancelledError:
-                if not await _cut_by_shutdown(request, writer, dialect):
-                    raise
-                finished = True
-        if error is None and not finished:
-            error = ProxyError(502, "the backend closed the stream before finishing the answer", "api_error")
-        if error is not None:
-            log.warning("%s pass-through stream ended in error: %s", request[REQUEST_ID_KEY], error.message)
-            await out.write(b"\n\n" + error_frame(error, dialect))
-        await out.write_eof()
-    return out
+        try:
+            raw = await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise backend_failure(exc, config, backend) from None
+    if log.isEnabledFor(logging.INFO):  # parsed only for the log line's token counts
+        try:
+            usage = json_loads(raw).get("usage") or {}
+            rlog.input_tokens = usage.get("input_tokens", usage.get("prompt_tokens"))
+            rlog.output_tokens = usage.get("output_tokens", usage.get("completion_tokens"))
+        except (ValueError, AttributeError):
+            pass
+    return web.Response(body=raw, status=resp.status, content_type="application/json")
 
 
 # ---- the original worker's URL routing, behind an allowlist ------------------------------------------------

@@ -293,7 +293,8 @@ def test_midstream_failure_raises_in_the_openai_sdk(make_oproxy, model):
             pass
     assert "Overloaded" in str(info.value) or "connection closed mid-answer" in str(info.value)
     raw = httpx.post(proxy.url + "/v1/chat/completions", json=user("story", stream=True)).text
-    assert '"error"' in raw and "[DONE]" not in raw
+    frames = [f for f in raw.split("\n\n") if f.startswith("data: ")]
+    assert '"error"' in frames[-2] and frames[-1] == "data: [DONE]"  # the error, then the end (issue #9)
 
 
 def test_models_in_both_dialects(oproxy, claude_backend):

@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from claude_proxy import OpenAIToAnthropicStream, ProxyError, SSEParser, anthropic_message_events, sse_frames
+from claude_proxy import (OpenAIToAnthropicStream, ProxyError, SSEParser, ThinkTagSplitter, ToolCallAssembler,
+                          completion_as_chunk, estimate_text_tokens, sse_frames)
 from conftest import accumulate_with_sdk, assert_anthropic_grammar, parse_sse_bytes
 
 
@@ -204,15 +205,87 @@ def test_fail_and_finish_are_idempotent():
     assert t.finish() == [] and t.fail(ProxyError(502, "y")) == []
 
 
-def test_replayed_json_message_is_a_valid_stream():
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
-               "content": [{"type": "thinking", "thinking": "t", "signature": ""},
-                           {"type": "text", "text": "hi"},
-                           {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": [1]}}],
-               "stop_reason": "tool_use", "stop_sequence": None,
-               "usage": {"input_tokens": 3, "output_tokens": 4}}
-    msg = final(anthropic_message_events(message))
-    assert msg.content[2].input == {"a": [1]} and msg.usage.output_tokens == 4
+def test_a_whole_completion_replayed_as_a_stream_is_a_valid_stream():
+    """A backend that ignores stream: true answers with one chat.completion; it becomes one chunk."""
+    completion = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "tool_calls",
+                  "message": {"role": "assistant", "content": "hi", "reasoning_content": "t", "tool_calls": [
+                      {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": [1]}'}}]}}],
+                  "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+    msg = final(run([completion_as_chunk(completion)]))
+    assert [b.type for b in msg.content] == ["thinking", "text", "tool_use"]
+    assert msg.content[2].input == {"a": [1]} and msg.usage.output_tokens == 4 and msg.stop_reason == "tool_use"
+
+
+def test_without_backend_usage_both_paths_use_the_one_estimator():
+    """Issue #9 defect 7: the stream path counted chars/4, the JSON path estimate_text_tokens."""
+    import claude_proxy as cp
+    text = "Here is the plan: 1) read config.py 2) run pytest -q; then ünïcödé and 中文 too. " * 5
+    events = run([c({"reasoning_content": "Think."}), c({"content": text[:50]}), c({"content": text[50:]}),
+                  c({}, "stop")])
+    streamed = events[-2][1]["usage"]["output_tokens"]
+    whole = cp.openai_to_anthropic_response({"choices": [{"message": {"content": text, "reasoning_content": "Think."},
+                                                          "finish_reason": "stop"}]}, "m")
+    assert streamed == whole["usage"]["output_tokens"] == estimate_text_tokens("Think." + text)
+    assert streamed != max(1, round(len("Think." + text) / 4))
+
+
+# ---- the two helpers, alone --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pieces,expected", [
+    (["<think>plan</think>\n\nanswer"], [("thinking", "plan"), ("text", "answer")]),
+    (["  <th", "ink>pl", "an</th", "ink>", "\n\n", "ans", "wer"], [("thinking", "plan"), ("text", "answer")]),
+    (["<thinking is fun"], [("text", "<thinking is fun")]),
+    (["answer <think>not reasoning</think>"], [("text", "answer <think>not reasoning</think>")]),
+    (["<think>never closed"], [("thinking", "never closed")]),
+    (["<", "thi"], [("text", "<thi")]),
+])
+def test_think_tag_splitter(pieces, expected):
+    splitter = ThinkTagSplitter()
+    out = [p for piece in pieces for p in splitter.feed(piece)] + splitter.flush()
+    merged: list[tuple[str, str]] = []
+    for kind, text in out:
+        if merged and merged[-1][0] == kind:
+            merged[-1] = (kind, merged[-1][1] + text)
+        else:
+            merged.append((kind, text))
+    assert merged == expected
+
+
+def test_think_tag_splitter_interrupted_by_a_tool_call():
+    splitter = ThinkTagSplitter()
+    assert splitter.feed(" <th") == []
+    assert splitter.interrupt() == [("text", " <th")]  # never became a tag: it is text, and comes first
+    assert splitter.feed("<think>x</think>") == [("text", "<think>x</think>")]
+    inside = ThinkTagSplitter()
+    inside.feed("<think>abc</th")
+    assert inside.interrupt() == []  # still thinking: nothing is decided yet
+
+
+def test_tool_call_assembler_orders_fragments_and_waits_for_names():
+    a = ToolCallAssembler()
+    assert a.feed({"index": 0, "id": "call_1"}) == []  # id before name
+    assert a.feed({"index": 0, "function": {"name": "f", "arguments": '{"x"'}}) == [("start", ("i", 0))]
+    a.calls[("i", 0)]["started"], a.current = True, ("i", 0)
+    assert a.calls[("i", 0)]["args"] == '{"x"' and a.calls[("i", 0)]["id"] == "call_1"
+    assert a.feed({"index": 0, "function": {"arguments": ": 1}"}}) == [("args", ": 1}")]
+    assert a.feed({"index": 0, "id": "call_2", "function": {"name": "g"}}) == [("start", ("id", "call_2"))]
+    a.current = ("id", "call_2")
+    with pytest.raises(ProxyError, match="interleaved"):
+        a.feed({"index": 0, "id": "call_1", "function": {"arguments": "more"}})
+    b = ToolCallAssembler()
+    b.feed({"id": "x"})
+    assert b.unstarted() == [("id", "x")] and b.calls[("id", "x")]["name"] == "unknown_tool"
+
+
+@pytest.mark.parametrize("fragment,fragment_error", [
+    ({"index": 0, "id": "a", "function": {"name": ["x"]}}, "function.name is a list"),
+    ({"index": 0, "function": "f"}, "function is a string"),
+    ({"index": 0, "function": {"name": "f", "arguments": 5}}, "function.arguments is an integer"),
+])
+def test_tool_call_fragments_of_the_wrong_shape_are_malformed_answers(fragment, fragment_error):
+    with pytest.raises(ProxyError) as info:
+        ToolCallAssembler().feed(fragment)
+    assert info.value.status == 502 and fragment_error in info.value.message and not info.value.retryable
 
 
 # ---- SSE parsing ----------------------------------------------------------------------------------

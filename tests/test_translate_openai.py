@@ -183,7 +183,7 @@ def test_stream_error_event_and_truncation():
     assert info.value.kind == "overloaded_error"
     failed = t.fail(info.value)
     assert failed == [{"error": {"message": "Overloaded", "type": "service_unavailable_error", "param": None,
-                                 "code": "overloaded_error"}}]
+                                 "code": "overloaded_error"}}, "[DONE]"]
     t2 = AnthropicToOpenAIStream("m")
     t2.feed("message_start", {"type": "message_start", "message": {"usage": {}}})
     assert "error" in t2.finish()[0]  # no message_delta/stop: cut off, never a fake finish
