@@ -52,8 +52,9 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 try:
@@ -66,7 +67,7 @@ except ImportError as _missing:  # run before `pip install -r requirements.txt`:
     raise
 
 try:  # optional speed-up; the standard library is the fallback
-    import orjson
+    import orjson  # type: ignore[import-not-found,unused-ignore]
 
     def json_dumps(obj: Any) -> str:
         return orjson.dumps(obj).decode()
@@ -115,8 +116,7 @@ def normalize_backend_url(url: str) -> str:
         raise ValueError(f"backend URL must be http(s)://host[:port][/path], got {url!r}")
     url = url.rstrip("/")
     for suffix in ("/chat/completions", "/completions", "/messages"):
-        if url.endswith(suffix):
-            url = url[: -len(suffix)]
+        url = url.removesuffix(suffix)
     return url
 
 
@@ -133,7 +133,7 @@ def parse_size(text: str | int) -> int:
     """``32MiB``, ``32M``, ``512k``, ``1048576`` → bytes."""
     if isinstance(text, int) and not isinstance(text, bool):
         return text
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", str(text), re.I)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
     if not m:
         raise ValueError(f"expected a size like 32MiB or 1048576, got {text!r}")
     return int(float(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " "))
@@ -281,6 +281,7 @@ class Routing:
     @classmethod
     def build(cls, config: Config) -> Routing:
         table = {b.name: b for b in config.backends}
+        assert config.url, "normalised by Config before routing is built"
         table.setdefault("default", Backend("default", config.url, config.api_key, config.backend))
         default = config.default_backend or "default"
         if default not in table:
@@ -531,7 +532,7 @@ def redact_key(key: str | None) -> str:
 # 2. Errors
 # ======================================================================================================
 
-# Anthropic error type for each HTTP status the proxy can answer with (protocols.md D).
+# Anthropic error type for each HTTP status the proxy can answer with (Anthropic's errors page).
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
     404: "not_found_error", 408: "timeout_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -608,7 +609,7 @@ def _backend_message(body: str) -> str:
                 return data[key]
         return text[:500]
     if text.lstrip().startswith("<"):
-        title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+        title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
         snippet = title.group(1).strip() if title else re.sub(r"<[^>]+>", " ", text)
         return "backend answered with an HTML page: " + " ".join(snippet.split())[:200]
     return text[:500]
@@ -671,7 +672,7 @@ KNOWN_BLOCK_TYPES = {
     "code_execution_tool_result", "bash_code_execution_tool_result", "text_editor_code_execution_tool_result",
     "tool_search_tool_result", "container_upload", "mcp_tool_use", "mcp_tool_result", "mid_conv_system",
 }
-# JSON-schema keywords Gemini's OpenAI endpoint rejects with "Unknown name ... Cannot find field" (protocols.md H.3).
+# JSON-schema keywords Gemini's OpenAI endpoint rejects with "Unknown name ... Cannot find field".
 SCHEMA_DROP_KEYS = {
     "$schema", "$id", "$comment", "$anchor", "additionalProperties", "unevaluatedProperties", "patternProperties",
     "propertyNames", "default", "examples", "title", "deprecated", "readOnly", "writeOnly", "contentEncoding",
@@ -684,7 +685,7 @@ TOOL_ID_OK = re.compile(r"^[a-zA-Z0-9_-]+$")
 FINISH_TO_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                   "function_call": "tool_use", "content_filter": "refusal", "eos": "end_turn"}
 # Models whose OpenAI API wants max_completion_tokens and rejects non-default sampling parameters.
-OPENAI_REASONING_MODEL = re.compile(r"^(?:openai/)?(?:o\d|gpt-5)", re.I)
+OPENAI_REASONING_MODEL = re.compile(r"^(?:openai/)?(?:o\d|gpt-5)", re.IGNORECASE)
 
 
 def unique_tool_names(names: Iterable[str], allowed: re.Pattern, limit: int) -> dict[str, str]:
@@ -890,9 +891,14 @@ def check_schema(schema: Any, where: str, depth: int = 0) -> None:
             _expect(ok(schema[key]), f"{where}.{key}: expected {what}")
 
 
-def _expect(cond: bool, message: str) -> None:
+def _expect(cond: object, message: str) -> None:
     if not cond:
         raise bad_request(message)
+
+
+def _object(value: Any, where: str) -> dict:
+    _expect(isinstance(value, dict), f"{where}: expected an object")
+    return value
 
 
 def _text_of(content: Any, where: str) -> str:
@@ -914,8 +920,7 @@ def _text_of(content: Any, where: str) -> str:
 
 
 def _image_part(block: dict, where: str) -> dict:
-    source = block.get("source")
-    _expect(isinstance(source, dict), f"{where}.source: expected an object")
+    source = _object(block.get("source"), f"{where}.source")
     if source.get("type") == "base64":
         _expect(isinstance(source.get("data"), str), f"{where}.source.data: expected a base64 string")
         media = source.get("media_type") or "image/png"
@@ -931,16 +936,15 @@ def _image_part(block: dict, where: str) -> dict:
 
 def _document_part(block: dict, where: str) -> dict:
     """PDFs become an OpenAI ``file`` part; text-ish documents become text."""
-    source = block.get("source")
-    _expect(isinstance(source, dict), f"{where}.source: expected an object")
+    source = _object(block.get("source"), f"{where}.source")
     title = block.get("title") if isinstance(block.get("title"), str) else None
     head = f"Document: {title}\n" if title else ""
     kind = source.get("type")
     if kind == "base64":
         media = source.get("media_type") or "application/pdf"
-        _expect(isinstance(media, str), f"{where}.source.media_type: expected a string")
         data = source.get("data")
-        _expect(isinstance(data, str), f"{where}.source.data: expected a base64 string")
+        if not isinstance(media, str) or not isinstance(data, str):
+            raise bad_request(f"{where}.source.{'data' if isinstance(media, str) else 'media_type'}: expected a string")
         if media.startswith("text/"):
             try:
                 return {"type": "text", "text": head + base64.b64decode(data).decode("utf-8", "replace")}
@@ -1071,7 +1075,7 @@ def _convert_messages(messages: list, openai_messages: list[dict], names: dict[s
             openai_messages.append(_assistant_message(blocks, where, names))
             pending_tool_ids = [c["id"] for c in openai_messages[-1].get("tool_calls", [])]
         else:
-            pending_tool_ids = _user_messages(blocks, where, openai_messages, pending_tool_ids)
+            _user_messages(blocks, where, openai_messages, pending_tool_ids)  # answers every pending call
     if pending_tool_ids:
         _answer_missing_tools(openai_messages, pending_tool_ids)
 
@@ -1125,7 +1129,7 @@ def _assistant_message(blocks: list[dict], where: str, names: dict[str, str]) ->
     return msg
 
 
-def _user_messages(blocks: list[dict], where: str, out: list[dict], pending: list[str]) -> list[str]:
+def _user_messages(blocks: list[dict], where: str, out: list[dict], pending: list[str]) -> None:
     parts: list[dict] = []
     moved: list[dict] = []  # images/documents from tool results: tool messages cannot carry them
     for j, block in enumerate(blocks):
@@ -1162,9 +1166,8 @@ def _user_messages(blocks: list[dict], where: str, out: list[dict], pending: lis
     parts = moved + parts if moved else parts
     if parts:
         out.append({"role": "user", "content": _user_content(parts)})
-    elif not out or out[-1]["role"] not in ("tool",):
+    elif not out or out[-1]["role"] != "tool":
         out.append({"role": "user", "content": "(empty message)"})
-    return []
 
 
 def _convert_tools(tools: Any, tool_choice: Any, names: dict[str, str]) -> tuple[list[dict], Any, bool | None]:
@@ -1229,7 +1232,7 @@ def cap_output_tokens(payload: dict, cap: int | None) -> dict:
         payload, limit = {**payload, key: cap}, cap
     thinking = payload.get("thinking")
     budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
-    if isinstance(budget, int) and budget >= limit:
+    if isinstance(thinking, dict) and isinstance(budget, int) and budget >= limit:
         if limit > 1024:
             return {**payload, "thinking": {**thinking, "budget_tokens": max(1024, limit // 2)}}
         return {k: v for k, v in payload.items() if k != "thinking"}
@@ -1268,7 +1271,7 @@ def validate_messages_request(body: Any, count_only: bool = False) -> None:
             v = body[key]
             _expect(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
                     f"{key}: expected a number")
-            _expect(0 <= v <= (1 if key == "temperature" else 1), f"{key}: must be between 0 and 1, got {v}")
+            _expect(0 <= v <= 1, f"{key}: must be between 0 and 1, got {v}")
     if body.get("stop_sequences") is not None:
         ss = body["stop_sequences"]
         _expect(isinstance(ss, list) and all(isinstance(s, str) for s in ss),
@@ -1421,7 +1424,7 @@ def _content_text(content: Any, where: str) -> str:
     return ""
 
 
-_THINK_BLOCK = re.compile(r"\s*<think>(.*?)(?:</think>\s*|$)", re.S)
+_THINK_BLOCK = re.compile(r"\s*<think>(.*?)(?:</think>\s*|$)", re.DOTALL)
 
 
 def first_choice(chunk: Any) -> dict | None:
@@ -1520,15 +1523,15 @@ def estimate_output_tokens(said: Iterable[str]) -> int:
 # ---- max_tokens limits named in backend errors ------------------------------------------------------
 
 _LIMIT_PATTERNS = [
-    re.compile(r"valid range of max_tokens is \[\s*\d+\s*,\s*(\d+)\s*\]", re.I),  # DeepSeek
-    re.compile(r"supports at most (\d+) completion tokens", re.I),  # OpenAI
-    re.compile(r"max_tokens: \d+ > (\d+), which is the maximum", re.I),  # Anthropic
+    re.compile(r"valid range of max_tokens is \[\s*\d+\s*,\s*(\d+)\s*\]", re.IGNORECASE),  # DeepSeek
+    re.compile(r"supports at most (\d+) completion tokens", re.IGNORECASE),  # OpenAI
+    re.compile(r"max_tokens: \d+ > (\d+), which is the maximum", re.IGNORECASE),  # Anthropic
     re.compile(r"max(?:imum)?[_ ](?:completion[_ ])?tokens?`?\s*(?:must be|should be|is|of)?\s*(?:less than or equal "
-               r"to|<=|at most|no more than|up to|limited to|lower than)\s*`?(\d+)", re.I),  # Groq, generic
+               r"to|<=|at most|no more than|up to|limited to|lower than)\s*`?(\d+)", re.IGNORECASE),  # Groq, generic
     re.compile(r"max(?:imum)?[_ ]tokens?.{0,80}?(?:maximum|max|limit|upper bound)(?: value)?(?: for [`\w]+)?"
-               r"(?: is| of)?\s*:?\s*`?(\d+)", re.I),
+               r"(?: is| of)?\s*:?\s*`?(\d+)", re.IGNORECASE),
 ]
-_CONTEXT_PATTERN = re.compile(r"maximum context length is (\d+) tokens.*?\((\d+) in the messages", re.I | re.S)
+_CONTEXT_PATTERN = re.compile(r"maximum context length is (\d+) tokens.*?\((\d+) in the messages", re.IGNORECASE | re.DOTALL)
 
 
 def max_tokens_limit_from_error(message: str, requested: int) -> int | None:
@@ -1537,7 +1540,7 @@ def max_tokens_limit_from_error(message: str, requested: int) -> int | None:
     if m:
         limit = int(m.group(1)) - int(m.group(2))
         return limit if 0 < limit < requested else None
-    if not re.search(r"max[_ ]?(?:completion[_ ])?tokens|completion tokens|output tokens", message, re.I):
+    if not re.search(r"max[_ ]?(?:completion[_ ])?tokens|completion tokens|output tokens", message, re.IGNORECASE):
         return None
     for pattern in _LIMIT_PATTERNS:
         m = pattern.search(message)
@@ -1667,8 +1670,8 @@ STOP_TO_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "st
 EFFORT_BUDGET = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192, "max": 16384}
 IMAGE_MEDIA_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
 JSON_TOOL = "json_response"  # the forced tool that carries response_format json_schema
-DEFAULT_OUTPUT_TOKENS = 8192
-_DATA_URL = re.compile(r"^data:([\w/+.-]+)?(?:;[\w=-]+)*;base64,(.*)$", re.S)
+DEFAULT_OUTPUT_TOKENS = 8192  # for OpenAI clients that send no max_tokens (Anthropic requires one)
+_DATA_URL = re.compile(r"^data:([\w/+.-]+)?(?:;[\w=-]+)*;base64,(.*)$", re.DOTALL)
 _EMAILISH = re.compile(r"@|^\+?[\d\s().-]{7,}$")
 
 
@@ -1711,7 +1714,8 @@ def _openai_user_blocks(content: Any, where: str) -> list[dict]:
         elif kind == "image_url":
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
-            _expect(isinstance(url, str) and url, f"{pw}.image_url.url: expected a URL")
+            if not isinstance(url, str) or not url:
+                raise bad_request(f"{pw}.image_url.url: expected a URL")
             blocks.append(_image_block(url, pw))
         elif kind == "file":
             blocks.append(_file_block(part.get("file") or {}, pw))
@@ -1795,7 +1799,7 @@ def _normalise_turns(turns: list[dict]) -> list[dict]:
             prev_calls = [b["id"] for b in out[-1]["content"] if b["type"] == "tool_use"] if out else []
             results = [b for b in turn["content"] if b["type"] == "tool_result"]
             others = [b for b in turn["content"] if b["type"] != "tool_result"]
-            kept = []
+            kept: list[dict] = []
             for r in results:
                 if r["tool_use_id"] in prev_calls and r["tool_use_id"] not in [k["tool_use_id"] for k in kept]:
                     kept.append(r)
@@ -1858,9 +1862,42 @@ def openai_to_anthropic_request(body: dict, backend_model: str, max_tokens_cap: 
     """Translate an OpenAI Chat Completions request into an Anthropic Messages request."""
     validate_chat_request(body)
     names_in = claude_tool_names(body)
+    system, turns = _openai_conversation(body["messages"], names_in)
+    out: dict[str, Any] = {"model": backend_model, "messages": _normalise_turns(turns), "max_tokens": body.get(
+        "max_completion_tokens") or body.get("max_tokens") or default_max_tokens}
+    effort = body.get("reasoning_effort")
+    budget = EFFORT_BUDGET.get(effort) if isinstance(effort, str) else None
+    tools, tool_choice = _openai_tools(body, names_in)
+    tools, tool_choice, instruction = _response_format(body.get("response_format"), tools, tool_choice, bool(budget))
+    system += [instruction] if instruction else []
+    if system:
+        out["system"] = "\n".join(system)
+    _set_tools(out, tools, tool_choice, body.get("parallel_tool_calls") is False)
+    if budget:
+        _set_thinking(out, budget)
+    else:
+        temperature = body.get("temperature")
+        if temperature is not None:
+            out["temperature"] = min(1.0, float(temperature))
+        elif body.get("top_p") is not None:
+            out["top_p"] = body["top_p"]  # newer Claude models refuse temperature and top_p together
+    stop = body.get("stop")
+    stops = [s for s in ([stop] if isinstance(stop, str) else stop or []) if s.strip()]
+    if stops:
+        out["stop_sequences"] = stops
+    user = body.get("user") or body.get("safety_identifier")
+    if isinstance(user, str) and user and not _EMAILISH.search(user):
+        out["metadata"] = {"user_id": user[:256]}
+    if body.get("stream"):
+        out["stream"] = True
+    return cap_output_tokens(out, max_tokens_cap)
+
+
+def _openai_conversation(messages: list, names_in: dict[str, str]) -> tuple[list[str], list[dict]]:
+    """(system texts, turns) of an OpenAI conversation: system and developer messages are hoisted in order."""
     system: list[str] = []
     turns: list[dict] = []
-    for i, msg in enumerate(body["messages"]):
+    for i, msg in enumerate(messages):
         where = f"messages[{i}]"
         _expect(isinstance(msg, dict), f"{where}: expected an object")
         role = msg.get("role")
@@ -1889,61 +1926,48 @@ def openai_to_anthropic_request(body: dict, backend_model: str, max_tokens_cap: 
                                                        "content": text or "(no output)"}]})
         else:
             raise bad_request(f"{where}.role: expected system, developer, user, assistant or tool, got {role!r}")
-    out: dict[str, Any] = {"model": backend_model, "messages": _normalise_turns(turns)}
-    out["max_tokens"] = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens
-    tools, tool_choice = _openai_tools(body, names_in)
-    fmt = body.get("response_format")
-    effort = body.get("reasoning_effort")
-    thinking = isinstance(effort, str) and effort in EFFORT_BUDGET
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
-        schema = fmt["json_schema"].get("schema") or {"type": "object"}
-        _expect(isinstance(schema, dict), "response_format.json_schema.schema: expected a JSON Schema object")
-        check_schema(schema, "response_format.json_schema.schema")
-        if thinking:  # a forced tool is not allowed together with thinking
-            system.append("Respond only with a JSON value matching this JSON Schema, no other text:\n"
-                          + json_dumps(schema))
-        else:
-            tools = [t for t in tools if t["name"] != JSON_TOOL] + [{
-                "name": JSON_TOOL, "description": "Give the final answer as JSON matching the schema.",
-                "input_schema": schema if schema.get("type") == "object" else {
-                    "type": "object", "properties": {"value": schema}, "required": ["value"]}}]
-            tool_choice = {"type": "tool", "name": JSON_TOOL}
-    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
-        system.append("Respond only with a valid JSON object, no other text.")
-    if system:
-        out["system"] = "\n".join(system)
+    return system, turns
+
+
+def _response_format(fmt: Any, tools: list[dict], tool_choice: dict | None,
+                     thinking: bool) -> tuple[list[dict], dict | None, str | None]:
+    """``response_format`` as Claude can honour it: a json_schema answer comes through a forced tool (a system
+    instruction when thinking forbids forcing one); json_object is an instruction. Returns (tools, tool_choice,
+    instruction for the system prompt)."""
+    if not isinstance(fmt, dict):
+        return tools, tool_choice, None
+    if fmt.get("type") == "json_object":
+        return tools, tool_choice, "Respond only with a valid JSON object, no other text."
+    if fmt.get("type") != "json_schema" or not isinstance(fmt.get("json_schema"), dict):
+        return tools, tool_choice, None
+    schema = fmt["json_schema"].get("schema") or {"type": "object"}
+    _expect(isinstance(schema, dict), "response_format.json_schema.schema: expected a JSON Schema object")
+    check_schema(schema, "response_format.json_schema.schema")
+    if thinking:
+        return tools, tool_choice, ("Respond only with a JSON value matching this JSON Schema, no other text:\n"
+                                    + json_dumps(schema))
+    tools = [t for t in tools if t["name"] != JSON_TOOL] + [{
+        "name": JSON_TOOL, "description": "Give the final answer as JSON matching the schema.",
+        "input_schema": schema if schema.get("type") == "object" else {
+            "type": "object", "properties": {"value": schema}, "required": ["value"]}}]
+    return tools, {"type": "tool", "name": JSON_TOOL}, None
+
+
+def _set_tools(out: dict, tools: list[dict], tool_choice: dict | None, serial: bool) -> None:
     if tools:
         out["tools"] = tools
     if tool_choice:
         out["tool_choice"] = tool_choice
-    if body.get("parallel_tool_calls") is False and tools:
-        out["tool_choice"] = {**(out.get("tool_choice") or {"type": "auto"}), "disable_parallel_tool_use": True}
-        if out["tool_choice"]["type"] == "none":
-            del out["tool_choice"]["disable_parallel_tool_use"]
-    if thinking:
-        budget = EFFORT_BUDGET[effort]
-        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        if out["max_tokens"] <= budget:  # clients mean the visible answer; leave it room after the thinking
-            out["max_tokens"] = budget + DEFAULT_OUTPUT_TOKENS // 2
-        if out.get("tool_choice", {}).get("type") in ("any", "tool"):
-            out["tool_choice"] = {"type": "auto"}  # thinking allows only auto/none tool_choice
-    else:
-        temperature = body.get("temperature")
-        if temperature is not None:
-            out["temperature"] = min(1.0, float(temperature))
-        elif body.get("top_p") is not None:
-            out["top_p"] = body["top_p"]  # newer Claude models refuse temperature and top_p together
-    stop = body.get("stop")
-    stops = [stop] if isinstance(stop, str) else stop or []
-    stops = [s for s in stops if s.strip()]
-    if stops:
-        out["stop_sequences"] = stops
-    user = body.get("user") or body.get("safety_identifier")
-    if isinstance(user, str) and user and not _EMAILISH.search(user):
-        out["metadata"] = {"user_id": user[:256]}
-    if body.get("stream"):
-        out["stream"] = True
-    return cap_output_tokens(out, max_tokens_cap)
+    if serial and tools and (tool_choice or {}).get("type") != "none":
+        out["tool_choice"] = {**(tool_choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+
+
+def _set_thinking(out: dict, budget: int) -> None:
+    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    if out["max_tokens"] <= budget:  # clients mean the visible answer; leave it room after the thinking
+        out["max_tokens"] = budget + DEFAULT_OUTPUT_TOKENS // 2
+    if out.get("tool_choice", {}).get("type") in ("any", "tool"):
+        out["tool_choice"] = {"type": "auto"}  # thinking allows only auto/none tool_choice
 
 
 def _openai_tools(body: dict, names_in: dict[str, str]) -> tuple[list[dict], dict | None]:
@@ -1981,7 +2005,8 @@ def _openai_tools(body: dict, names_in: dict[str, str]) -> tuple[list[dict], dic
         elif isinstance(choice, dict):
             name = (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) \
                 else choice.get("name")
-            _expect(isinstance(name, str), "tool_choice.function.name: expected a function name")
+            if not isinstance(name, str):
+                raise bad_request("tool_choice.function.name: expected a function name")
             mapped = {"type": "tool", "name": names_in.get(name, name)}
         else:
             raise bad_request(f"tool_choice: expected none, auto, required or a function, got {choice!r}")
@@ -2224,7 +2249,7 @@ class OpenAIToAnthropicStream:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> list[Event]:
-        message = {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
+        message: dict[str, Any] = {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
                    "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": self.input_estimate, "output_tokens": 1,
                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
@@ -2446,10 +2471,10 @@ class AnthropicToOpenAIStream:
             raise malformed(f"a stream event is {describe_value(data)}, not an object")
         kind = data.get("type") or event
         if kind == "error":
-            err = data.get("error") if isinstance(data.get("error"), dict) else {}
-            kind = err.get("type") if isinstance(err.get("type"), str) else "api_error"
-            raise ProxyError(529 if kind == "overloaded_error" else 502,
-                             str(err.get("message") or "the backend reported an error mid-stream"), kind)
+            err = data["error"] if isinstance(data.get("error"), dict) else {}
+            error_type = err["type"] if isinstance(err.get("type"), str) else "api_error"
+            raise ProxyError(529 if error_type == "overloaded_error" else 502,
+                             str(err.get("message") or "the backend reported an error mid-stream"), error_type)
         if kind == "message_start":
             message = data.get("message")
             self._add_usage(message.get("usage") if isinstance(message, dict) else None)
@@ -2458,7 +2483,7 @@ class AnthropicToOpenAIStream:
         if kind == "message_stop":
             return out + self.finish()
         handler = {"content_block_start": self._block_start, "content_block_delta": self._block_delta,
-                   "message_delta": self._message_delta}.get(kind)
+                   "message_delta": self._message_delta}.get(kind) if isinstance(kind, str) else None
         return out + handler(data) if handler else out
 
     def _block_start(self, data: dict) -> list[Any]:
@@ -2487,7 +2512,7 @@ class AnthropicToOpenAIStream:
         if not isinstance(delta, dict):
             raise malformed(f"a content_block_delta's delta is {describe_value(delta)}, not an object")
         field = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}.get(
-            delta.get("type"))
+            str(delta.get("type")))
         value = delta.get(field) if field else None
         if value is not None and not isinstance(value, str):
             raise malformed(f"delta.{field} is {describe_value(value)}, not a string")
@@ -2502,7 +2527,7 @@ class AnthropicToOpenAIStream:
         return []
 
     def _message_delta(self, data: dict) -> list[Any]:
-        delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
+        delta = data["delta"] if isinstance(data.get("delta"), dict) else {}
         if isinstance(delta.get("stop_reason"), str):
             self.stop_reason = delta["stop_reason"]
         self._add_usage(data.get("usage"))
@@ -2606,8 +2631,7 @@ class SSEParser:
                 break
             line = buf[start:nl]
             start = nl + 1
-            if line.endswith("\r"):
-                line = line[:-1]
+            line = line.removesuffix("\r")
             self._line(line, events)
         rest = buf[start:]
         if final and rest:
@@ -2626,8 +2650,7 @@ class SSEParser:
         if line[0] == ":":
             return
         name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
+        value = value.removeprefix(" ")
         if name == "data":
             if self._data and _complete_json(self._data[-1]):
                 events.append(self._dispatch())  # backend forgot the blank line between two events
@@ -2693,11 +2716,11 @@ class KeepAliveWriter:
         self.at_boundary = True
         self.task: asyncio.Task | None = None
 
-    def __enter__(self) -> "KeepAliveWriter":
+    def __enter__(self) -> Self:
         self.task = self.loop.create_task(self._run())
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.task is not None:
             self.task.cancel()
 
@@ -2831,7 +2854,7 @@ class Upstream:
         while True:
             try:
                 resp = await self.session.post(url, data=body, headers=headers)
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 if _is_read_timeout(exc):  # the backend accepted and then said nothing: retrying would wait again
                     raise ProxyError(504, f"the backend {where} sent no answer within "
                                           f"{self.config.read_timeout:g}s (--read-timeout)", "timeout_error") from None
@@ -2959,7 +2982,7 @@ async def _read_error_body(resp: aiohttp.ClientResponse) -> str:
     try:
         raw = await resp.content.read(64 * 1024)
         return raw.decode("utf-8", "replace")
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return ""
     finally:
         resp.release()
@@ -3186,7 +3209,7 @@ async def _read_backend_json(resp: aiohttp.ClientResponse, config: Config, backe
     async with resp:
         try:
             data = await resp.json(loads=json_loads, content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise backend_failure(exc, config, backend) from None
         except ValueError as exc:
             raise backend_failure(malformed(f"not JSON ({_describe(exc)})"), config, backend) from None
@@ -3474,7 +3497,7 @@ async def passthrough(request: web.Request, body: dict, backend: Backend, model:
     async with resp:
         try:
             raw = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise backend_failure(exc, config, backend) from None
     if log.isEnabledFor(logging.INFO):  # parsed only for the log line's token counts
         try:
@@ -3539,9 +3562,9 @@ async def upstream_models(request: web.Request) -> list[str]:
             if resp.status == 200:
                 data = await resp.json(loads=json_loads, content_type=None)
                 items = data.get("data") if isinstance(data, dict) else data
-                ids = [m.get("id") or m.get("name") for m in items or [] if isinstance(m, dict)]
-                ids = [i for i in ids if isinstance(i, str)]
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError) as exc:
+                found = [m.get("id") or m.get("name") for m in _list(items) if isinstance(m, dict)]
+                ids = [i for i in found if isinstance(i, str)]
+    except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError) as exc:
         log.info("backend model list unavailable: %s", _describe(exc))
     if len(cache) >= 1024:  # one entry per client key when keys are forwarded: keep it bounded
         cache.clear()
@@ -3729,7 +3752,7 @@ async def _check_once(session: aiohttp.ClientSession, base_url: str, model: str,
                 first = first or time.monotonic()
                 raw += chunk
             status = resp.status
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         echo(f"  {label} no answer: cannot reach {base_url}: {_describe(exc) or 'timed out'}")
         echo("    hint: is the proxy running there? start it with `python claude_proxy.py …`, or fix --base-url")
         return False
@@ -3772,19 +3795,19 @@ def startup_lines(config: Config) -> list[str]:
     primary = config.routing.primary
     key = f"key {redact_key(primary.api_key)}" if primary.api_key else "key: the client's own"
     shown = [r for r in config.routing.routes if r.match != "*" or r.backend != primary.name or r.model]
-    glob_routes = {g for g in CLAUDE_NAME_GLOBS}
     if config.model and not config.routes:  # the --model routes read better as one phrase
-        shown = [r for r in shown if not (r.match in glob_routes and r.model == config.model)]
+        shown = [r for r in shown if not (r.match in CLAUDE_NAME_GLOBS and r.model == config.model)]
     routes = "; ".join(f"{r.match} → {r.backend}:{r.model or '(as requested)'}"
                        + (f" (then {', '.join(f'{b}:{m or chr(42)}' for b, m in r.fallbacks)})" if r.fallbacks else "")
                        for r in shown)
-    lines = [f"claude_proxy {__version__} listening on {base} → {redact_url(primary.endpoint)} ({key}); "
-             f"model {config.model or 'as requested'}{'; ' + routes if routes else ''}"]
-    lines += [f"  export ANTHROPIC_BASE_URL={base}",
-              f"  export ANTHROPIC_API_KEY="
-              f"{'<a --proxy-key>' if config.proxy_keys else 'any-value' if primary.api_key else '<your backend key>'}",
-              f"  OpenAI clients: base URL {base}/v1"]
-    return lines
+    client_key_hint = '<a --proxy-key>' if config.proxy_keys else 'any-value' if primary.api_key else \
+        '<your backend key>'
+    first = (f"claude_proxy {__version__} listening on {base} → {redact_url(primary.endpoint)} ({key}); "
+             f"model {config.model or 'as requested'}{'; ' + routes if routes else ''}")
+    return [first,
+            f"  export ANTHROPIC_BASE_URL={base}",
+            f"  export ANTHROPIC_API_KEY={client_key_hint}",
+            f"  OpenAI clients: base URL {base}/v1"]
 
 
 async def serve(config: Config, reuse_port: bool = False, announce: bool = True) -> None:
@@ -3985,7 +4008,7 @@ def _build_cli():  # click is imported lazily so the module imports without it
         logging.getLogger().handlers[0].addFilter(_RedactingFilter(secrets_))
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         try:
-            import uvloop  # optional speed-up
+            import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional speed-up
             uvloop.install()
         except ImportError:
             pass
