@@ -54,7 +54,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from urllib.parse import urlsplit
 
 try:
@@ -2072,12 +2072,25 @@ def anthropic_to_openai_response(msg: Any, requested_model: str, tool_names: dic
 # ======================================================================================================
 # 4. Stream translators
 # ======================================================================================================
-# Each translator serves the one stream pump (section 7) through the same small interface: ``start()`` once,
-# ``receive(item)`` for each SSE event read from the backend, ``end()`` when the backend closes the stream, or
-# ``fail(error)``; each returns what to send, which ``encode()`` turns into bytes. ``done`` says the answer is
-# over, ``failed`` holds the error it ended with.
-
 Event = tuple[str, dict]
+
+
+class StreamTranslator(Protocol):
+    """What the one stream pump (``pump_stream``, section 7) needs of a translator: ``start()`` once,
+    ``receive(item)`` for each thing read from the backend (an SSE event; raw bytes for pass-through), ``end()``
+    when the backend closes the stream, or ``fail(error)``. Each returns what to send, which ``encode()`` turns
+    into bytes. ``done`` says the answer is over; ``failed`` holds the error it ended with."""
+    client_dialect: str
+    at_boundary: bool  # whether what was received so far ends at an SSE frame boundary (pings go only there)
+    done: bool
+    failed: ProxyError | None
+
+    def start(self) -> list[Any]: ...
+    def receive(self, item: Any) -> list[Any]: ...
+    def end(self) -> list[Any]: ...
+    def fail(self, error: ProxyError) -> list[Any]: ...
+    def encode(self, items: list[Any]) -> bytes: ...
+    def usage_counts(self) -> tuple[int | None, int | None]: ...
 
 
 class ThinkTagSplitter:
@@ -3248,8 +3261,8 @@ class _ClientGone(Exception):
     """The client closed its connection: nothing more can be written to it."""
 
 
-async def pump_stream(request: web.Request, resp: aiohttp.ClientResponse, backend: Backend, translator: Any,
-                      source: AsyncIterator[list[Any]]) -> web.StreamResponse:
+async def pump_stream(request: web.Request, resp: aiohttp.ClientResponse, backend: Backend,
+                      translator: StreamTranslator, source: AsyncIterator[list[Any]]) -> web.StreamResponse:
     """Serve one stream for either front door: read the backend's events (``source``), feed ``translator``,
     write what it returns once per network read, with keep-alive pings while the backend is silent; then
     finish, fail or shut down.
@@ -3304,7 +3317,7 @@ async def _write(writer: KeepAliveWriter, data: bytes, boundary: bool) -> None:
         raise _ClientGone() from None
 
 
-def _log_stream_end(request: web.Request, translator: Any) -> None:
+def _log_stream_end(request: web.Request, translator: StreamTranslator) -> None:
     if translator.failed is not None:
         log.warning("%s stream ended in error: %s", request[REQUEST_ID_KEY], translator.failed.message)
     rlog = request[LOG_KEY]
