@@ -78,7 +78,8 @@ def main() -> None:
             fh.write(RECORDER)
         env = {**os.environ, "PY": sys.executable, "ROOT": ROOT, "TMP": tmp, "CLAUDE": args.claude}
         subprocess.run(["unshare", "-n", "bash", "-c", SCRIPT], env=env, check=True, timeout=300)
-        bodies = [json.loads(line) for line in open(os.path.join(tmp, "bodies.jsonl"))]
+        with open(os.path.join(tmp, "bodies.jsonl"), encoding="utf-8") as fh:
+            bodies = [json.loads(line) for line in fh]
     body = max(bodies, key=lambda b: len(b["messages"]))
     dest = os.path.join(HERE, "data", "claude_code_request.json")
     with open(dest, "w") as fh:

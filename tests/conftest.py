@@ -15,8 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import claude_proxy  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402
+from fake_openai import FakeOpenAI
+
+import claude_proxy
 
 
 class LoopThread:

@@ -22,14 +22,13 @@ import re
 import secrets
 
 from aiohttp import web
-
 from fake_openai import LoopbackServer
 
 KNOWN_FIELDS = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
                 "top_p", "top_k", "tools", "tool_choice", "thinking", "output_config", "service_tier", "container",
                 "cache_control", "inference_geo", "context_management", "mcp_servers"}
 ID_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
-NO_SAMPLING_MODELS = re.compile(r"opus-4-[7-9]|(?:sonnet|opus|haiku)-5|fable", re.I)
+NO_SAMPLING_MODELS = re.compile(r"opus-4-[7-9]|(?:sonnet|opus|haiku)-5|fable", re.IGNORECASE)
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 
 
@@ -147,17 +146,16 @@ class FakeAnthropic(LoopbackServer):
         if tc is not None and tc.get("type") not in ("auto", "any", "tool", "none"):
             raise Invalid("tool_choice.type: invalid")
         th = body.get("thinking")
-        if th is not None:
-            if th.get("type") == "enabled":
-                if "adaptive-only" in body["model"]:
-                    raise Invalid("thinking.type.enabled is not supported for this model. Use thinking.type.adaptive "
-                                  "and output_config.effort to control thinking behavior.")
-                if not 1024 <= th.get("budget_tokens", 0) < body["max_tokens"]:
-                    raise Invalid("thinking.enabled.budget_tokens: must be ≥ 1024 and less than max_tokens")
-                if t is not None and t != 1:
-                    raise Invalid("temperature may only be set to 1 when thinking is enabled")
-                if tc and tc.get("type") in ("any", "tool"):
-                    raise Invalid("Thinking may not be enabled when tool_choice forces tool use.")
+        if th is not None and th.get("type") == "enabled":
+            if "adaptive-only" in body["model"]:
+                raise Invalid("thinking.type.enabled is not supported for this model. Use thinking.type.adaptive "
+                              "and output_config.effort to control thinking behavior.")
+            if not 1024 <= th.get("budget_tokens", 0) < body["max_tokens"]:
+                raise Invalid("thinking.enabled.budget_tokens: must be ≥ 1024 and less than max_tokens")
+            if t is not None and t != 1:
+                raise Invalid("temperature may only be set to 1 when thinking is enabled")
+            if tc and tc.get("type") in ("any", "tool"):
+                raise Invalid("Thinking may not be enabled when tool_choice forces tool use.")
         if body["max_tokens"] > 64000:
             raise Invalid(f"max_tokens: {body['max_tokens']} > 64000, which is the maximum allowed number of output "
                           f"tokens for {body['model']}")
@@ -264,7 +262,7 @@ class FakeAnthropic(LoopbackServer):
             if b["type"] == "text":
                 frames.append(ev("content_block_start", {"type": "content_block_start", "index": i,
                                                          "content_block": {"type": "text", "text": ""}}))
-                for piece in re.findall(r".{1,7}", b["text"], re.S):
+                for piece in re.findall(r".{1,7}", b["text"], re.DOTALL):
                     frames.append(ev("content_block_delta", {"type": "content_block_delta", "index": i,
                                                              "delta": {"type": "text_delta", "text": piece}}))
             elif b["type"] == "thinking":
@@ -278,7 +276,7 @@ class FakeAnthropic(LoopbackServer):
                 frames.append(ev("content_block_start", {"type": "content_block_start", "index": i, "content_block": {
                     "type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}}))
                 raw = json.dumps(b["input"])
-                for piece in [""] + re.findall(r".{1,6}", raw, re.S):
+                for piece in [""] + re.findall(r".{1,6}", raw, re.DOTALL):
                     frames.append(ev("content_block_delta", {"type": "content_block_delta", "index": i, "delta": {
                         "type": "input_json_delta", "partial_json": piece}}))
             frames.append(ev("content_block_stop", {"type": "content_block_stop", "index": i}))

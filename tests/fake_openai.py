@@ -344,9 +344,9 @@ class FakeOpenAI(LoopbackServer):
 
         frames = [chunk({"role": "assistant", "content": "", "refusal": None})]
         if ans["reasoning"]:
-            for piece in re.findall(r".{1,8}", ans["reasoning"], re.S):
+            for piece in re.findall(r".{1,8}", ans["reasoning"], re.DOTALL):
                 frames.append(chunk({"reasoning_content": piece}))
-        for piece in re.findall(r".{1,6}", ans["text"], re.S):
+        for piece in re.findall(r".{1,6}", ans["text"], re.DOTALL):
             frames.append(chunk({"content": piece}))
         for n, call in enumerate(ans["calls"]):
             if "ollama" in model:
@@ -359,7 +359,7 @@ class FakeOpenAI(LoopbackServer):
             else:
                 frames.append(chunk({"tool_calls": [{"index": n, "id": call["id"], "type": "function",
                                                      "function": {"name": call["name"], "arguments": ""}}]}))
-                for piece in re.findall(r".{1,5}", call["arguments"], re.S):
+                for piece in re.findall(r".{1,5}", call["arguments"], re.DOTALL):
                     frames.append(chunk({"tool_calls": [{"index": n, "function": {"arguments": piece}}]}))
         frames.append(chunk({}, "tool_calls" if ans["calls"] else "stop"))
         usage = {"prompt_tokens": ans["prompt_tokens"], "completion_tokens": ans["completion_tokens"],
@@ -377,9 +377,9 @@ class FakeOpenAI(LoopbackServer):
                 if model.startswith("stall-") and i == 2:
                     await self.wait_or_abort(request, model, 3600)
                     return resp
-                if model.startswith("silent-") and i == 0:
-                    if await self.wait_or_abort(request, model, float(model.split("-")[1])):
-                        return resp
+                if model.startswith("silent-") and i == 0 and await self.wait_or_abort(
+                        request, model, float(model.split("-")[1])):
+                    return resp
                 if delay and await self.wait_or_abort(request, model, delay):
                     return resp
             if model.startswith("cut-"):

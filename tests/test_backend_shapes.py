@@ -15,9 +15,9 @@ import httpx
 import openai
 import pytest
 from aiohttp import web
+from fake_openai import LoopbackServer
 
 import claude_proxy as cp
-from fake_openai import LoopbackServer
 
 BAD_TOOL_NAME = {"choices": [{"index": 0, "delta": {"tool_calls": [
     {"index": 0, "id": "a", "function": {"name": ["x"]}}]}}]}  # the chunk from the issue
@@ -86,10 +86,9 @@ def test_a_tool_name_of_the_wrong_type_mid_stream_ends_in_an_error_event(make_pr
     assert "".join(d["delta"].get("text", "") for n, d in events if n == "content_block_delta") == "Let me look."
     message = events[-1][1]["error"]["message"]
     assert "function.name is a list" in message and "(backend default)" in message
-    with pytest.raises(anthropic.APIStatusError) as info:
-        with anthropic_client(proxy).messages.stream(**BODY) as stream:
-            for _ in stream:
-                pass
+    with pytest.raises(anthropic.APIStatusError) as info, anthropic_client(proxy).messages.stream(**BODY) as stream:
+        for _ in stream:
+            pass
     assert "function.name is a list" in str(info.value)
 
 
@@ -137,18 +136,18 @@ def test_a_stream_request_answered_with_a_whole_json_body_is_replayed_as_a_strea
     assert events == ["message_start", "ping", "error"]
 
 
-ANTHROPIC_START = [b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
-                   b'"role":"assistant","model":"c","content":[],"usage":{"input_tokens":3,"output_tokens":1}}}\n\n',
-                   b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
-                   b'"content_block":{"type":"text","text":""}}\n\n',
-                   b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-                   b'"delta":{"type":"text_delta","text":"Partial"}}\n\n']
+ANTHROPIC_START = [(b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
+                   b'"role":"assistant","model":"c","content":[],"usage":{"input_tokens":3,"output_tokens":1}}}\n\n'),
+                   (b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+                   b'"content_block":{"type":"text","text":""}}\n\n'),
+                   (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                   b'"delta":{"type":"text_delta","text":"Partial"}}\n\n')]
 
 
 @pytest.mark.parametrize("bad", [
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":"0","delta":{"type":"text_delta"}}\n\n',
-    b'event: content_block_start\ndata: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use",'
-    b'"id":"t","name":7,"input":{}}}\n\n',
+    (b'event: content_block_start\ndata: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use",'
+    b'"id":"t","name":7,"input":{}}}\n\n'),
     b'event: content_block_delta\ndata: [1, 2]\n\n',
     b'event: content_block_delta\ndata: {not json\n\n',
 ])

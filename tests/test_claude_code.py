@@ -32,7 +32,7 @@ def namespace_prefix() -> list[str]:
     """The loopback-only namespace wrapper this machine allows (root: unshare -n; else a user namespace)."""
     for prefix in (["unshare", "-n"], ["unshare", "-rn"]):
         try:
-            if subprocess.run(prefix + ["true"], capture_output=True, timeout=10).returncode == 0:
+            if subprocess.run(prefix + ["true"], capture_output=True, timeout=10, check=False).returncode == 0:
                 return prefix
         except (OSError, subprocess.TimeoutExpired):
             continue
@@ -85,7 +85,7 @@ def claude_run(tmp_path_factory):
     env = {**os.environ, "PY": sys.executable, "TESTS": HERE, "ROOT": ROOT, "OUT": str(out), "WORK": str(work),
            "CCHOME": str(home), "CLAUDE": claude}
     proc = subprocess.run(namespace_prefix() + ["bash", "-c", SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, check=False)
     requests = [json.loads(line) for line in (out / "backend.jsonl").read_text().splitlines()] \
         if (out / "backend.jsonl").exists() else []
     return {"out": out, "proc": proc, "requests": requests, "proxy_log": (out / "proxy.log").read_text()}

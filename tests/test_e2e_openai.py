@@ -10,7 +10,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-
 from fake_anthropic import FakeAnthropic
 
 KEY = "sk-ant-backend-0123456789abcdef"
@@ -330,10 +329,10 @@ def test_anthropic_passthrough_maps_model_injects_key_and_keeps_stream(make_opro
 
 def test_anthropic_passthrough_cut_stream_gets_error_event(make_oproxy):
     proxy = make_oproxy(model="cut-claude")
-    with pytest.raises(anthropic.APIStatusError):
-        with anthropic.Anthropic(base_url=proxy.url, api_key="x", max_retries=0).messages.stream(
-                model="claude-sonnet-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}]) as s:
-            s.get_final_message()
+    client = anthropic.Anthropic(base_url=proxy.url, api_key="x", max_retries=0)
+    with pytest.raises(anthropic.APIStatusError), client.messages.stream(
+            model="claude-sonnet-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}]) as s:
+        s.get_final_message()
 
 
 def test_openai_passthrough_is_byte_faithful(make_proxy, backend):
@@ -342,7 +341,7 @@ def test_openai_passthrough_is_byte_faithful(make_proxy, backend):
     via_proxy = httpx.post(proxy.url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer c"}).text
     direct = httpx.post(f"http://127.0.0.1:{backend.port}/v1/chat/completions",
                         json={**body, "model": "fake-mapped"}).text
-    norm = lambda t: re.sub(r'"created": \d+', '"created": 0', t)  # noqa: E731
+    norm = lambda t: re.sub(r'"created": \d+', '"created": 0', t)
     assert norm(via_proxy) == norm(direct)
     assert backend.requests[-2]["model"] == "fake-mapped"
     assert backend.headers[-2]["Authorization"] == "Bearer sk-openai-backend"

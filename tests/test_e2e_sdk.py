@@ -9,7 +9,6 @@ import time
 import anthropic
 import httpx
 import pytest
-
 from test_translate_request import CLAUDE_CODE_READ_SCHEMA
 
 CLAUDE_TOOLS = [{"name": "Read", "description": "Read a file", "input_schema": CLAUDE_CODE_READ_SCHEMA,
@@ -208,9 +207,9 @@ def test_unreachable_backend_is_a_prompt_502(make_proxy):
 
 def test_stream_cut_upstream_raises_in_the_sdk_never_a_normal_end(make_proxy):
     proxy = make_proxy(model="cut-model")
-    with pytest.raises(anthropic.APIStatusError) as info:
-        with client(proxy).messages.stream(**ask("tell me a long story please")) as s:
-            s.get_final_message()
+    with pytest.raises(anthropic.APIStatusError) as info, client(proxy).messages.stream(
+            **ask("tell me a long story please")) as s:
+        s.get_final_message()
     assert info.value.body["error"]["type"] == "api_error"
     raw = httpx.post(proxy.url + "/v1/messages", json=ask("tell me a long story please", stream=True)).text
     assert "event: error" in raw and "message_stop" not in raw

@@ -2,19 +2,20 @@
 
 import os
 import re
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def readme_commands() -> list[str]:
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    return re.findall(r"```bash\n(.+?)\n```", text, re.S)[:2]
+    text = Path(ROOT, "README.md").read_text(encoding="utf-8")
+    return re.findall(r"```bash\n(.+?)\n```", text, re.DOTALL)[:2]
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
     install_run, test = readme_commands()
     assert "requirements.txt" in install_run and "claude_proxy.py" in install_run
-    ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read().splitlines()
+    ci = Path(ROOT, ".ci", "run").read_text(encoding="utf-8").splitlines()
     assert test in ci, "the README's test command must appear verbatim as a line of .ci/run"
     assert "pytest" in test and "requirements-test.txt" in test and "@anthropic-ai/claude-code" in test
 
@@ -23,8 +24,8 @@ def test_readme_config_example_loads(tmp_path, monkeypatch):
     import sys
     sys.path.insert(0, ROOT)
     import claude_proxy as cp
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    example = re.search(r"```toml\n(.+?)\n```", text, re.S).group(1)
+    text = Path(ROOT, "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```toml\n(.+?)\n```", text, re.DOTALL).group(1)
     path = tmp_path / "example.toml"
     path.write_text(example)
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-d")
@@ -40,7 +41,7 @@ def test_every_flag_is_in_the_readme_configuration_table():
     import sys
     sys.path.insert(0, ROOT)
     import claude_proxy as cp
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    text = Path(ROOT, "README.md").read_text(encoding="utf-8")
     table = text[text.index("## Configuration"):text.index("## Several backends")]
     flags = [opt for p in cp._build_cli().params for opt in p.opts if opt.startswith("--") and opt != "--help"]
     assert len(flags) > 20

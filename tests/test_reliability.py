@@ -18,7 +18,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-
 from conftest import assert_anthropic_grammar, parse_sse_bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -393,7 +392,8 @@ def loop_thread_claude_backend(loop_thread):
 
 
 def test_translators_raise_only_400s_under_hypothesis():
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     import claude_proxy as cp
 

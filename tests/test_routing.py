@@ -14,10 +14,10 @@ import anthropic
 import httpx
 import openai
 import pytest
-
-import claude_proxy as cp
 from fake_anthropic import FakeAnthropic
 from fake_openai import FakeOpenAI
+
+import claude_proxy as cp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "claude_proxy.py")
@@ -105,7 +105,8 @@ def test_config_file_mistakes_name_their_line(tmp_path, text, fragment, line):
 
 def test_startup_fails_fast_on_a_bad_config_file(tmp_path):
     path = write(tmp_path, "[[routes]]\nmatch = '*haiku*'\nbackend = 'groq'\n")
-    out = subprocess.run([sys.executable, SCRIPT, "--config", path], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([sys.executable, SCRIPT, "--config", path], capture_output=True, text=True, timeout=30,
+                         check=False)
     assert out.returncode != 0
     assert "proxy.toml:3: route '*haiku*' names backend 'groq', which is not defined" in out.stderr
 
@@ -241,7 +242,8 @@ def test_url_routing_allowlist_and_keys(loop_thread, make_proxy, backend):
 
 def run_cli(args, home, path_env="/usr/bin:/bin", **kw):
     env = {"HOME": str(home), "PATH": path_env}
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=30, env=env, **kw)
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=30, env=env,
+                          check=False, **kw)
 
 
 def test_setup_claude_merges_backs_up_and_keeps_other_settings(tmp_path):

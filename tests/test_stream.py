@@ -9,10 +9,18 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from claude_proxy import (OpenAIToAnthropicStream, ProxyError, SSEParser, ThinkTagSplitter, ToolCallAssembler,
-                          completion_as_chunk, estimate_text_tokens, sse_frames)
 from conftest import accumulate_with_sdk, assert_anthropic_grammar, parse_sse_bytes
+
+from claude_proxy import (
+    OpenAIToAnthropicStream,
+    ProxyError,
+    SSEParser,
+    ThinkTagSplitter,
+    ToolCallAssembler,
+    completion_as_chunk,
+    estimate_text_tokens,
+    sse_frames,
+)
 
 
 def c(delta=None, finish=None, usage=None, choices=True, **extra):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-from claude_proxy import (AnthropicToOpenAIStream, ProxyError, anthropic_to_openai_response,
-                          claude_tool_names, openai_to_anthropic_request, openai_usage)
+from claude_proxy import (
+    AnthropicToOpenAIStream,
+    ProxyError,
+    anthropic_to_openai_response,
+    claude_tool_names,
+    openai_to_anthropic_request,
+    openai_usage,
+)
 
 
 def translate(messages, **kw):

@@ -7,8 +7,14 @@ import re
 
 import pytest
 
-from claude_proxy import (Config, ProxyError, anthropic_to_openai_request, normalize_backend_url, openai_tool_names,
-                          sanitize_schema)
+from claude_proxy import (
+    Config,
+    ProxyError,
+    anthropic_to_openai_request,
+    normalize_backend_url,
+    openai_tool_names,
+    sanitize_schema,
+)
 
 
 def translate(body: dict, model: str = "gpt-4.1", **kw) -> dict:

@@ -5,11 +5,19 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from pathlib import Path
 
 import pytest
 
-from claude_proxy import (ProxyError, count_request_tokens, error_from_backend, estimate_text_tokens,
-                          max_tokens_limit_from_error, openai_to_anthropic_response, scrub)
+from claude_proxy import (
+    ProxyError,
+    count_request_tokens,
+    error_from_backend,
+    estimate_text_tokens,
+    max_tokens_limit_from_error,
+    openai_to_anthropic_response,
+    scrub,
+)
 
 
 def completion(message: dict, finish: str = "stop", usage: dict | None = None, **choice_extra) -> dict:
@@ -109,13 +117,13 @@ def test_scrub_removes_keys():
 
 
 @pytest.mark.parametrize("message,requested,expected", [
-    ("max_tokens is too large: 64000. This model supports at most 16384 completion tokens, whereas you provided "
-     "64000.", 64000, 16384),
+    (("max_tokens is too large: 64000. This model supports at most 16384 completion tokens, whereas you provided "
+     "64000."), 64000, 16384),
     ("Invalid max_tokens value, the valid range of max_tokens is [1, 8192]", 32000, 8192),
-    ("`max_tokens` must be less than or equal to `32768`, the maximum value for `max_tokens` is less than the "
-     "`context_window` for this model", 64000, 32768),
-    ("This model's maximum context length is 32768 tokens. However, you requested 66000 tokens (2000 in the "
-     "messages, 64000 in the completion). Please reduce the length of the messages or completion.", 64000, 30768),
+    (("`max_tokens` must be less than or equal to `32768`, the maximum value for `max_tokens` is less than the "
+     "`context_window` for this model"), 64000, 32768),
+    (("This model's maximum context length is 32768 tokens. However, you requested 66000 tokens (2000 in the "
+     "messages, 64000 in the completion). Please reduce the length of the messages or completion."), 64000, 30768),
     ("max_tokens: 64000 > 8192, which is the maximum allowed number of output tokens for model-x", 64000, 8192),
     ("Invalid 'messages[1].content': string too long", 64000, None),
     ("max_tokens must be at most 100000", 64000, None),  # a limit above the request is no reason to retry
@@ -144,7 +152,7 @@ PROSE = ("The proxy sits between people's tools and paid APIs, often on a shared
 
 def _samples() -> dict[str, str]:
     root = os.path.dirname(DATA)
-    code = open(os.path.join(os.path.dirname(root), "claude_proxy.py"), encoding="utf-8").read()
+    code = Path(os.path.dirname(root), "claude_proxy.py").read_text(encoding="utf-8")
     from test_translate_request import CLAUDE_CODE_READ_SCHEMA
     tools = json.dumps([{"name": f"Tool{i}", "description": "Reads a file from the local filesystem. " * 3,
                          "input_schema": CLAUDE_CODE_READ_SCHEMA} for i in range(20)])
