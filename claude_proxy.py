@@ -901,21 +901,23 @@ def _object(value: Any, where: str) -> dict:
     return value
 
 
-def _text_of(content: Any, where: str) -> str:
-    """Text of a string or a list of text blocks (system prompts, system turns)."""
+def _text_of(content: Any, where: str, only_text: bool = True) -> str:
+    """Text of a string or a list of text blocks: system prompts and turns (where any other block is a 400),
+    or a document's or search result's content (where other blocks are skipped)."""
     if isinstance(content, str):
         return content
     _expect(isinstance(content, list), f"{where}: expected a string or a list of text blocks")
     parts = []
     for i, block in enumerate(content):
         _expect(isinstance(block, dict), f"{where}.{i}: expected an object")
-        if block.get("type") == "text":
+        kind = block.get("type", "text")
+        if kind == "text":
             _expect(isinstance(block.get("text"), str), f"{where}.{i}.text: expected a string")
             parts.append(block["text"])
-        elif block.get("type") == "mid_conv_system":
+        elif kind == "mid_conv_system":
             parts.append(_text_of(block.get("content", ""), f"{where}.{i}.content"))
-        else:
-            raise bad_request(f"{where}.{i}: block type {block.get('type')!r} is not allowed here (text only)")
+        elif only_text:
+            raise bad_request(f"{where}.{i}: block type {kind!r} is not allowed here (text only)")
     return "\n\n".join(p for p in parts if p)
 
 
@@ -956,7 +958,7 @@ def _document_part(block: dict, where: str) -> dict:
         _expect(isinstance(source.get("data"), str), f"{where}.source.data: expected a string")
         return {"type": "text", "text": head + source["data"]}
     if kind == "content":
-        return {"type": "text", "text": head + _text_blocks(source.get("content"), f"{where}.source.content")}
+        return {"type": "text", "text": head + _text_of(source.get("content"), f"{where}.source.content", only_text=False)}
     if kind == "url":
         _expect(isinstance(source.get("url"), str), f"{where}.source.url: expected a string")
         return {"type": "text", "text": f"{head}[document at {source['url']}]"}
@@ -965,24 +967,10 @@ def _document_part(block: dict, where: str) -> dict:
     raise bad_request(f"{where}.source.type: unsupported document source {kind!r}")
 
 
-def _text_blocks(content: Any, where: str) -> str:
-    """The text of a string or of a list of text blocks (other block types are skipped)."""
-    if isinstance(content, str):
-        return content
-    _expect(isinstance(content, list), f"{where}: expected a string or a list of text blocks")
-    texts = []
-    for i, block in enumerate(content):
-        _expect(isinstance(block, dict), f"{where}.{i}: expected an object")
-        if block.get("type", "text") == "text":
-            _expect(isinstance(block.get("text"), str), f"{where}.{i}.text: expected a string")
-            texts.append(block["text"])
-    return "\n".join(texts)
-
-
 def _search_result_text(block: dict, where: str) -> str:
     for key in ("title", "source"):
         _expect(isinstance(block.get(key, ""), str), f"{where}.{key}: expected a string")
-    body = _text_blocks(block.get("content") or [], f"{where}.content")
+    body = _text_of(block.get("content") or [], f"{where}.content", only_text=False)
     return f"Search result: {block.get('title', '')} ({block.get('source', '')})\n{body}"
 
 
