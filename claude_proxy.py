@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import contextlib
 import fnmatch
 import hashlib
 import hmac
@@ -74,8 +75,10 @@ try:  # optional speed-up; the standard library is the fallback
 
     json_loads = orjson.loads
 except ImportError:  # pragma: no cover - depends on the environment
+    _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one encoder, not one per call
+
     def json_dumps(obj: Any) -> str:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        return _ENCODER.encode(obj)
 
     json_loads = json.loads
 
@@ -3294,8 +3297,19 @@ async def pump_stream(request: web.Request, resp: aiohttp.ClientResponse, backen
                 await out.write(translator.encode(pending))
             await out.write_eof()
         except ConnectionError:
-            pass
+            return out
+        if translator.failed is None:
+            await _read_to_end(resp)
     return out
+
+
+async def _read_to_end(resp: aiohttp.ClientResponse) -> None:
+    """Read the little a finished answer still holds after ``[DONE]`` or ``message_stop`` (the end of the
+    chunked body), so that its connection goes back to the pool instead of being closed: against an HTTPS
+    backend that saves a TCP and TLS handshake on the next request."""
+    if not resp.content.at_eof():
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            await asyncio.wait_for(resp.content.read(), 1.0)
 
 
 async def _write(writer: KeepAliveWriter, data: bytes, boundary: bool) -> None:

@@ -7,8 +7,10 @@ with an error in the client's dialect; JSON answers of the wrong shape are 502s 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 
 import anthropic
 import httpx
@@ -30,13 +32,17 @@ class Scripted(LoopbackServer):
         self.parts: list[bytes] = []
         self.content_type = "text/event-stream"
         self.status = 200
+        self.peers: list[tuple] = []  # the client address of each request: one per connection
+        self.pause_before_end = 0.0  # a real server's last write (the chunked end) may come a moment later
 
     async def answer(self, request: web.Request) -> web.StreamResponse:
         await request.read()
+        self.peers.append(request.transport.get_extra_info("peername"))
         resp = web.StreamResponse(status=self.status, headers={"Content-Type": self.content_type})
         await resp.prepare(request)
         for part in self.parts:
             await resp.write(part)
+        await asyncio.sleep(self.pause_before_end)
         await resp.write_eof()
         return resp
 
@@ -186,3 +192,25 @@ def test_a_bug_after_the_first_byte_still_ends_the_stream_properly_and_logs_once
     assert "could not translate the answer of backend default (KeyError)" in events[-1][1]["error"]["message"]
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and "surprise" in str(tracebacks[0].exc_info[1])
+
+
+@pytest.mark.parametrize("door", ["anthropic", "openai"])
+def test_finished_streams_give_their_backend_connection_back_to_the_pool(make_proxy, scripted, door):
+    """The stream ends at [DONE] (or message_stop) before the chunked body does; reading that end lets the
+    connection be reused, where closing it would cost a TCP and TLS handshake on every request."""
+    if door == "anthropic":
+        scripted.parts = sse(chunk({"content": "hi"}), chunk({}, "stop")) + [b"data: [DONE]\n\n"]
+        proxy, path, body = make_proxy(url=f"http://127.0.0.1:{scripted.port}/v1"), "/v1/messages", BODY
+    else:
+        scripted.parts = ANTHROPIC_START + [
+            b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n',
+            b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+            b'"usage":{"output_tokens":2}}\n\n', b'event: message_stop\ndata: {"type":"message_stop"}\n\n']
+        proxy = make_proxy(backend="anthropic", url=f"127.0.0.1:{scripted.port}", api_key="k")
+        path, body = "/v1/chat/completions", {"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}
+    scripted.pause_before_end = 0.05
+    with httpx.Client(timeout=10) as client:  # keeps its connection, as the SDKs and Claude Code do
+        for _ in range(3):
+            assert b"error" not in client.post(proxy.url + path, json={**body, "stream": True}).content
+            time.sleep(0.2)  # the client reads the answer; the proxy meanwhile reads the body's end
+    assert len(scripted.peers) == 3 and len(set(scripted.peers)) == 1, scripted.peers
