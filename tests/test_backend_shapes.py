@@ -204,8 +204,8 @@ def test_finished_streams_give_their_backend_connection_back_to_the_pool(make_pr
     else:
         scripted.parts = ANTHROPIC_START + [
             b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n',
-            b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
-            b'"usage":{"output_tokens":2}}\n\n', b'event: message_stop\ndata: {"type":"message_stop"}\n\n']
+            (b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+             b'"usage":{"output_tokens":2}}\n\n'), b'event: message_stop\ndata: {"type":"message_stop"}\n\n']
         proxy = make_proxy(backend="anthropic", url=f"127.0.0.1:{scripted.port}", api_key="k")
         path, body = "/v1/chat/completions", {"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}
     scripted.pause_before_end = 0.05
