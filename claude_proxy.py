@@ -1359,12 +1359,12 @@ def _repair_json(text: str) -> dict | None:
     return None
 
 
-def _stop_reason(finish: str | None, has_tools: bool, matched: str | None) -> str:
+def _stop_reason(finish: Any, has_tools: bool, matched: str | None) -> str:
     if has_tools:
         return "tool_use"  # some backends say "stop" for tool calls (vLLM, Ollama, forced tool_choice)
     if matched is not None:
         return "stop_sequence"
-    return FINISH_TO_STOP.get(finish or "stop", "end_turn")
+    return FINISH_TO_STOP.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"
 
 
 def _matched_stop(choice: dict, stop_sequences: list[str] | None) -> str | None:
@@ -2027,7 +2027,7 @@ def anthropic_to_openai_response(msg: Any, requested_model: str, tool_names: dic
         if not isinstance(block, dict):
             raise malformed(f"a content block is {describe_value(block)}, not an object")
         kind = block.get("type")
-        field = {"text": "text", "thinking": "thinking"}.get(kind)  # type: ignore[arg-type]
+        field = kind if kind in ("text", "thinking") else None
         if field and not isinstance(block.get(field, ""), str):
             raise malformed(f"a {kind} block's {field} is {describe_value(block[field])}, not a string")
         if kind == "text":
@@ -2036,8 +2036,8 @@ def anthropic_to_openai_response(msg: Any, requested_model: str, tool_names: dic
             reasoning.append(block.get("thinking", ""))
         elif kind == "tool_use":
             name, value = block.get("name"), block.get("input", {})
-            if not isinstance(name, str) or not isinstance(value, dict):
-                raise malformed("a tool_use block needs a string name and an object input")
+            if not isinstance(name, str) or not name or not isinstance(value, dict):
+                raise malformed("a tool_use block needs a name and an object input")
             if json_tool and name == JSON_TOOL:
                 texts.append(json_dumps(value["value"] if set(value) == {"value"} else value))
                 continue
@@ -2142,58 +2142,49 @@ class ThinkTagSplitter:
 
 
 class ToolCallAssembler:
-    """Puts streamed tool-call fragments together into whole calls, in order.
+    """Collects streamed tool-call fragments into whole calls.
 
     A call is keyed by its ``index``, or by its ``id`` when a backend omits the index (Gemini may also reuse
-    index 0 for each parallel call, telling them apart only by id), and held back until its name is known
-    (some backends send the id first). ``feed(fragment)`` returns ("start", call) when a call can begin and
-    ("args", text) for more arguments of the call being written; ``current`` is that call's key, cleared by
-    the translator when something else is written in between.
+    index 0 for each parallel call, telling them apart only by id); a fragment with neither continues the last
+    call unless it names a new one. Calls come out whole, in order, when the answer ends. By then their
+    arguments can be checked, and a truncated or broken object closed, before a client's SDK sees them: the
+    official SDKs parse tool arguments as partial JSON while they stream, and fail on anything that is not.
     """
 
     def __init__(self) -> None:
-        self.calls: dict[Any, dict] = {}  # key → {"id", "name", "args", "started"}
-        self.current: Any = None
+        self.calls: dict[Any, dict] = {}  # key → {"id", "backend_id", "name", "args": [fragments]}
+        self.last: Any = None
 
-    def feed(self, fragment: dict) -> list[tuple[str, Any]]:
+    def feed(self, fragment: dict) -> None:
         call_id, name, args = tool_call_fields(fragment)
-        key = self._key(fragment, call_id, name)
+        key = self.last = self._key(fragment, call_id, name)
         call = self.calls.get(key)
         if call is None:
             call = self.calls[key] = {"id": tool_id_with_signature(sanitize_tool_id(call_id), fragment),
-                                      "name": None, "args": "", "started": False}
-        call["name"] = call["name"] or name
-        if not call["started"]:
-            call["args"] += args
-            return [("start", key)] if call["name"] else []  # id before name: wait for the name
-        if not args:
-            return []
-        if self.current != key:
-            # A fragment for a call whose block is already closed cannot be placed in Anthropic's grammar.
-            raise malformed("the arguments of parallel tool calls are interleaved")
-        call["args"] += args
-        return [("args", args)]
+                                      "backend_id": call_id, "name": None, "args": []}
+        call["name"] = call["name"] or name  # some backends send the id first and the name later
+        if args:
+            call["args"].append(args)
 
-    def unstarted(self) -> list[Any]:
-        """Keys of calls that never got a name (the stream is ending): they start now, as ``unknown_tool``."""
-        keys = [key for key, call in self.calls.items() if not call["started"]]
-        for key in keys:
-            self.calls[key]["name"] = self.calls[key]["name"] or "unknown_tool"
-        return keys
+    def complete(self) -> list[dict]:
+        """Every call as ``{"id", "name", "arguments"}`` (a JSON object's text), in order; then none are left."""
+        calls = [{"id": c["id"], "name": c["name"] or "unknown_tool",
+                  "arguments": json_dumps(_parse_tool_arguments("".join(c["args"])))} for c in self.calls.values()]
+        self.calls.clear()
+        return calls
 
     def _key(self, fragment: dict, call_id: str | None, name: str | None) -> Any:
         idx = fragment.get("index")
         if isinstance(idx, int) and not isinstance(idx, bool):
             existing = self.calls.get(("i", idx))
-            if existing is not None and call_id and existing["started"] and \
-                    sanitize_tool_id(call_id) != split_tool_id(existing["id"])[0]:
+            if existing is not None and call_id and existing["backend_id"] and call_id != existing["backend_id"]:
                 return ("id", call_id)  # a new id under a used index is a new call
             return ("i", idx)
         if call_id:
             return ("id", call_id)
-        if name or self.current is None:
+        if name or self.last is None:
             return ("n", len(self.calls))  # no index, no id: a name starts a new call
-        return self.current
+        return self.last
 
 
 class OpenAIToAnthropicStream:
@@ -2214,7 +2205,7 @@ class OpenAIToAnthropicStream:
         self.stop_sequences = stop_sequences
         self.message_id = message_id or new_message_id()
         self.index = -1
-        self.open: str | None = None  # "thinking" | "text" | "tool"
+        self.open: str | None = None  # "thinking" | "text"
         self.think = ThinkTagSplitter()
         self.tools = ToolCallAssembler()
         self.finish_reason: str | None = None
@@ -2275,8 +2266,7 @@ class OpenAIToAnthropicStream:
         if finish:
             self.finish_reason = finish if isinstance(finish, str) else "stop"
             self.matched_stop = _matched_stop(choice, self.stop_sequences) or self.matched_stop
-            events += self._pieces(self.think.flush())
-            events += self._close()
+            events += self._pieces(self.think.flush()) + self._tool_blocks() + self._close()
         return events
 
     def finish(self, saw_done: bool = True) -> list[Event]:
@@ -2286,10 +2276,7 @@ class OpenAIToAnthropicStream:
         if not saw_done and self.finish_reason is None:
             return self.fail(ProxyError(502, "the backend closed the stream before finishing the answer "
                                              "(no finish_reason, no [DONE])", "api_error"))
-        events = self._pieces(self.think.flush())
-        for key in self.tools.unstarted():
-            events += self._start_tool(key)
-        events += self._close()
+        events = self._pieces(self.think.flush()) + self._tool_blocks() + self._close()
         self.done = True
         usage = anthropic_usage(self.usage) or {
             "input_tokens": self.input_estimate, "output_tokens": estimate_output_tokens(self.said)}
@@ -2335,7 +2322,8 @@ class OpenAIToAnthropicStream:
         for call in calls or []:
             if not isinstance(call, dict):
                 raise malformed(f"a tool call fragment is {describe_value(call)}, not an object")
-            events += self._tool_fragment(call)
+            events += self._pieces(self.think.interrupt())  # text held back comes first
+            self.tools.feed(call)
         return events
 
     def _pieces(self, pieces: list[tuple[str, str]]) -> list[Event]:
@@ -2348,16 +2336,6 @@ class OpenAIToAnthropicStream:
                                           {"type": "text_delta", "text": text}))
         return events
 
-    def _tool_fragment(self, fragment: dict) -> list[Event]:
-        events: list[Event] = []
-        for action, value in self.tools.feed(fragment):
-            if action == "start":
-                events += self._start_tool(value)
-            else:
-                self.said.append(value)
-                events.append(self._delta({"type": "input_json_delta", "partial_json": value}))
-        return events
-
     # -- blocks -----------------------------------------------------------------------------------
     def _delta(self, delta: dict) -> Event:
         return ("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
@@ -2366,7 +2344,6 @@ class OpenAIToAnthropicStream:
         if self.open is None:
             return []
         self.open = None
-        self.tools.current = None
         return [("content_block_stop", {"type": "content_block_stop", "index": self.index})]
 
     def _open(self, kind: str) -> list[Event]:
@@ -2381,21 +2358,18 @@ class OpenAIToAnthropicStream:
                                                "content_block": block}))
         return events
 
-    def _start_tool(self, key: Any) -> list[Event]:
-        events = self._pieces(self.think.interrupt())  # text held back comes first
-        events += self._close()
-        call = self.tools.calls[key]
-        call["started"] = True
-        self.said.append(call["name"] + call["args"])
-        self.tools.current = key
-        self.index += 1
-        self.open = "tool"
-        self.saw_tool = True
-        events.append(("content_block_start", {"type": "content_block_start", "index": self.index, "content_block": {
-            "type": "tool_use", "id": call["id"], "name": self.tool_names.get(call["name"], call["name"]),
-            "input": {}}}))
-        if call["args"]:
-            events.append(self._delta({"type": "input_json_delta", "partial_json": call["args"]}))
+    def _tool_blocks(self) -> list[Event]:
+        """The tool calls, each a whole block: start, its arguments in one delta, stop."""
+        events: list[Event] = []
+        for call in self.tools.complete():
+            self.saw_tool = True
+            self.said.append(call["name"] + call["arguments"])
+            events += self._close()
+            self.index += 1
+            events += [("content_block_start", {"type": "content_block_start", "index": self.index, "content_block": {
+                "type": "tool_use", "id": call["id"], "name": self.tool_names.get(call["name"], call["name"]),
+                "input": {}}}), self._delta({"type": "input_json_delta", "partial_json": call["arguments"]}),
+                ("content_block_stop", {"type": "content_block_stop", "index": self.index})]
         return events
 
 
