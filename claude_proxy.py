@@ -2299,7 +2299,7 @@ class OpenAIToAnthropicStream:
             return []
         self.done = True
         self.failed = error
-        return [("error", {"type": "error", "error": {"type": error.kind, "message": error.message}})]
+        return [("error", error.anthropic_body())]
 
     # -- what a delta holds -----------------------------------------------------------------------
     def _delta_events(self, delta: dict) -> list[Event]:
@@ -2973,7 +2973,7 @@ async def _read_error_body(resp: aiohttp.ClientResponse) -> str:
 CONFIG_KEY = web.AppKey("config", Config)
 UPSTREAM_KEY = web.AppKey("upstream", Upstream)
 MODELS_CACHE_KEY = web.AppKey("models_cache", dict)
-MODEL_CREATED = "2025-01-01T00:00:00Z"
+MODEL_CREATED = 1735689600  # 2025-01-01T00:00:00Z: model lists need a date, and the proxy has none to give
 MODELS_TTL = 300.0
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
                "Connection": "keep-alive", "X-Accel-Buffering": "no"}
@@ -3072,7 +3072,7 @@ def error_frame(error: ProxyError, dialect: str) -> bytes:
     """An in-band error for a stream that has already started, in the client's dialect."""
     if dialect == "openai":
         return openai_frames([error.openai_body(), "[DONE]"])
-    return sse_frame("error", {"type": "error", "error": {"type": error.kind, "message": error.message}})
+    return sse_frame("error", error.anthropic_body())
 
 
 INTERNAL_ERROR = ProxyError(500, "internal proxy error; see the proxy log", "api_error", retryable=False)
@@ -3567,8 +3567,9 @@ async def handle_models(request: web.Request) -> web.Response:
     if request[DIALECT_KEY] == "openai":
         owner = "anthropic" if config.routing.primary.dialect == "anthropic" else "claude_proxy"
         return web.json_response({"object": "list", "data": [
-            {"id": i, "object": "model", "created": 1735689600, "owned_by": owner} for i in ids]}, dumps=json_dumps)
-    data = [{"type": "model", "id": i, "display_name": i, "created_at": MODEL_CREATED} for i in ids]
+            {"id": i, "object": "model", "created": MODEL_CREATED, "owned_by": owner} for i in ids]}, dumps=json_dumps)
+    created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(MODEL_CREATED))
+    data = [{"type": "model", "id": i, "display_name": i, "created_at": created_at} for i in ids]
     return web.json_response({"data": data, "has_more": False, "first_id": ids[0] if ids else None,
                               "last_id": ids[-1] if ids else None}, dumps=json_dumps)
 
