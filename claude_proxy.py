@@ -2211,7 +2211,7 @@ class OpenAIToAnthropicStream:
         self.finish_reason: str | None = None
         self.matched_stop: str | None = None
         self.usage: dict | None = None
-        self.said: list[str] = []  # text and thinking, for the output estimate when the backend sends no usage
+        self.said: list[str] = []  # text, thinking and tool calls: the output estimate when the backend has no usage
         self.saw_tool = False
         self.refused = False
         self.done = False
