@@ -392,26 +392,28 @@ class ConfigFileError(ValueError):
 
 
 def _line_of(text: str, table: str | None, index: int, key: str | None) -> int | None:
-    """1-based line of ``key`` inside the ``index``-th ``[[table]]`` (or ``[table]``), for error messages."""
-    lines = text.splitlines()
-    start, seen = 0, -1
-    if table is not None:
-        for i, line in enumerate(lines):
-            if re.match(rf"\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$", line):
-                seen += 1
-                if seen == index:
-                    start = i
-                    break
-        else:
-            return None
-        if key is None:
-            return start + 1
-    for i in range(start + (1 if table is not None else 0), len(lines)):
-        if table is not None and re.match(r"\s*\[", lines[i]):
+    """1-based line of ``key`` inside the ``index``-th ``[[table]]`` (or ``[table]``), or of a top-level ``key``
+    (a ``key = …`` line or a ``[key]`` header), for error messages."""
+    lines = text.split("\n")  # TOML's line ends; splitlines() would also split at U+2028 inside strings
+    header = re.compile(rf"\s*\[\[?\s*{re.escape(table or key or '')}\s*\]\]?\s*(#.*)?\r?$")
+    assignment = re.compile(rf"\s*[\"']?{re.escape(key or table or '')}[\"']?\s*=")
+    if table is None or key is None:  # a top-level key, or a whole table: its header, else its assignment
+        found = [i for i, line in enumerate(lines) if header.match(line)] or [
+            i for i, line in enumerate(lines) if assignment.match(line) and not _inside_table(lines, i)]
+        return found[min(index, len(found) - 1)] + 1 if found else None
+    starts = [i for i, line in enumerate(lines) if header.match(line)]
+    if index >= len(starts):
+        return None
+    for i in range(starts[index] + 1, len(lines)):
+        if re.match(r"\s*\[", lines[i]):
             break
-        if key is not None and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", lines[i]):
+        if assignment.match(lines[i]):
             return i + 1
-    return start + 1 if table is not None else None
+    return starts[index] + 1
+
+
+def _inside_table(lines: list[str], i: int) -> bool:
+    return any(re.match(r"\s*\[", line) for line in lines[:i])
 
 
 class _ConfigText:
@@ -496,8 +498,8 @@ def _config_backends(doc: _ConfigText) -> list[Backend]:
         if "api_key_env" in b:
             key = os.environ.get(b["api_key_env"])
             if not key:
-                raise doc.fail(f"backend {name!r}: environment variable {b['api_key_env']} is not set", "backends",
-                               i, "api_key_env")
+                raise doc.fail(f"backend {name!r}: api_key_env: environment variable {b['api_key_env']} is not set",
+                               "backends", i, "api_key_env")
         try:
             url = normalize_backend_url(b["url"])
         except ValueError as exc:
@@ -2041,7 +2043,7 @@ def anthropic_to_openai_response(msg: Any, requested_model: str, tool_names: dic
             if json_tool and name == JSON_TOOL:
                 texts.append(json_dumps(value["value"] if set(value) == {"value"} else value))
                 continue
-            call_id = block.get("id") if isinstance(block.get("id"), str) else sanitize_tool_id(None, "call_")
+            call_id = block["id"] if isinstance(block.get("id"), str) and block["id"] else sanitize_tool_id(None, "call_")
             calls.append({"id": call_id, "type": "function",
                           "function": {"name": names.get(name, name), "arguments": json_dumps(value)}})
     stop = msg.get("stop_reason")
@@ -2481,7 +2483,7 @@ class AnthropicToOpenAIStream:
             return []
         self.block_kind[idx] = "tool"
         n = self.tool_index[idx] = len(self.tool_index)
-        call_id = block.get("id") if isinstance(block.get("id"), str) else sanitize_tool_id(None, "call_")
+        call_id = block["id"] if isinstance(block.get("id"), str) and block["id"] else sanitize_tool_id(None, "call_")
         return [self._chunk({"tool_calls": [{"index": n, "id": call_id, "type": "function", "function": {
             "name": self.tool_names.get(name, name), "arguments": ""}}]})]
 

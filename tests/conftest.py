@@ -36,6 +36,20 @@ class LoopThread:
         self.thread.join(5)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def bounded_shrinking():
+    """Hypothesis shrinks a failure for up to 300 s; a few seconds already give a readable example and keep a
+    failing run short. The limit is an engine constant, not a setting: where a Hypothesis version has no such
+    constant, its default stands."""
+    from hypothesis.internal.conjecture import engine
+    saved = getattr(engine, "MAX_SHRINKING_SECONDS", None)
+    if saved is not None:
+        engine.MAX_SHRINKING_SECONDS = 5
+    yield
+    if saved is not None:
+        engine.MAX_SHRINKING_SECONDS = saved
+
+
 @pytest.fixture(scope="session")
 def loop_thread():
     lt = LoopThread()
