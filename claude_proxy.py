@@ -53,7 +53,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 from urllib.parse import urlsplit
@@ -67,16 +67,20 @@ except ImportError as _missing:  # run before `pip install -r requirements.txt`:
                  f"Install them with: python3 -m pip install -r requirements.txt")
     raise
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one encoder, not one per call
+json_loads: Callable[[str | bytes], Any]
+
 try:  # optional speed-up; the standard library is the fallback
     import orjson  # type: ignore[import-not-found,unused-ignore]
 
     def json_dumps(obj: Any) -> str:
-        return orjson.dumps(obj).decode()
+        try:
+            return orjson.dumps(obj).decode()
+        except TypeError:  # nested deeper than orjson's 255 levels: the standard library goes to ~1000
+            return _ENCODER.encode(obj)
 
     json_loads = orjson.loads
 except ImportError:  # pragma: no cover - depends on the environment
-    _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one encoder, not one per call
-
     def json_dumps(obj: Any) -> str:
         return _ENCODER.encode(obj)
 

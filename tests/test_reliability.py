@@ -339,6 +339,22 @@ def test_fuzzed_anthropic_bodies_never_5xx(loop_thread, make_proxy, backend):
             assert err["type"] == "error" and err["error"]["message"]
 
 
+def test_deeply_nested_input_is_translated_or_refused_never_a_500(make_proxy, backend):
+    """orjson stops at 255 levels where the standard library goes on: the proxy must not care which it has."""
+    deep: dict = {}
+    cur = deep
+    for _ in range(300):
+        cur["a"] = {}
+        cur = cur["a"]
+    body = {"model": "claude-x", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": deep}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}]}
+    r = httpx.post(make_proxy().url + "/v1/messages", content=json.dumps(body), timeout=20,
+                   headers={"content-type": "application/json"})
+    assert r.status_code in (200, 400), r.text
+
+
 @pytest.mark.parametrize("door,body,field", [
     ("anthropic", {"tools": [{"name": "t", "input_schema": {"type": "object", "definitions": [1]}}]},
      "tools.0.input_schema.definitions"),
