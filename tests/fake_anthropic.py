@@ -21,7 +21,9 @@ import json
 import re
 import secrets
 
+import pydantic
 from aiohttp import web
+from anthropic.types import message_create_params
 from fake_openai import LoopbackServer
 
 KNOWN_FIELDS = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
@@ -30,6 +32,8 @@ KNOWN_FIELDS = {"model", "messages", "max_tokens", "system", "metadata", "stop_s
 ID_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
 NO_SAMPLING_MODELS = re.compile(r"opus-4-[7-9]|(?:sonnet|opus|haiku)-5|fable", re.IGNORECASE)
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
+STREAMING = pydantic.TypeAdapter(message_create_params.MessageCreateParamsStreaming)
+NON_STREAMING = pydantic.TypeAdapter(message_create_params.MessageCreateParamsNonStreaming)
 
 
 class Invalid(Exception):
@@ -159,6 +163,11 @@ class FakeAnthropic(LoopbackServer):
         if body["max_tokens"] > 64000:
             raise Invalid(f"max_tokens: {body['max_tokens']} > 64000, which is the maximum allowed number of output "
                           f"tokens for {body['model']}")
+        try:  # and the types the official SDK declares for a request (its nested lists are checked above)
+            (STREAMING if body.get("stream") else NON_STREAMING).validate_python(body, strict=True)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            raise Invalid(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
 
     def answer(self, body: dict) -> dict:
         msgs = body["messages"]

@@ -30,8 +30,10 @@ import asyncio
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 from aiohttp import web
 
 KNOWN_PARAMS = {
@@ -46,6 +48,10 @@ DEFAULT_LIMIT = 131072
 GEMINI_REJECTED = {"$schema", "additionalProperties", "propertyNames", "const", "exclusiveMinimum",
                    "exclusiveMaximum", "$defs", "definitions", "$ref", "default", "examples", "title"}
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# The request schema of OpenAI's own OpenAPI description (tests/data/openai-chat-request.schema.json says where it
+# comes from): every body the proxy sends is checked against it.
+with open(Path(__file__).parent / "data" / "openai-chat-request.schema.json", encoding="utf-8") as _fh:
+    REQUEST_SCHEMA = jsonschema.Draft202012Validator(json.load(_fh))
 
 
 def openai_error(status: int, message: str, type_: str = "invalid_request_error", code: Any = None,
@@ -175,6 +181,10 @@ class FakeOpenAI(LoopbackServer):
         if asked is not None and asked > limit:
             raise Reject(f"max_tokens is too large: {asked}. This model supports at most {limit} completion tokens, "
                          f"whereas you provided {asked}.", "max_tokens", code="invalid_value")
+        error = jsonschema.exceptions.best_match(REQUEST_SCHEMA.iter_errors(body))
+        if error is not None:  # everything else the official API schema says of a request
+            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+            raise Reject(f"Invalid value for '{path}': {error.message}", path or None)
 
     def _check_text_content(self, content: Any, i: int, text_only: bool) -> None:
         if isinstance(content, str):
