@@ -67,7 +67,9 @@ except ImportError as _missing:  # run before `pip install -r requirements.txt`:
                  f"Install them with: python3 -m pip install -r requirements.txt")
     raise
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one encoder, not one per call
+# One encoder, not one per call; ASCII-only, so a lone surrogate the standard library's parser let in (orjson
+# refuses them) is written as an escape rather than failing to encode as UTF-8 halfway through a stream.
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 json_loads: Callable[[str | bytes], Any]
 
 try:  # optional speed-up; the standard library is the fallback
@@ -140,9 +142,9 @@ def parse_size(text: str | int) -> int:
     """``32MiB``, ``32M``, ``512k``, ``1048576`` → bytes."""
     if isinstance(text, int) and not isinstance(text, bool):
         return text
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
+    m = re.fullmatch(r"\s*(\d{1,15}(?:\.\d{1,6})?)\s*([kmg]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
     if not m:
-        raise ValueError(f"expected a size like 32MiB or 1048576, got {text!r}")
+        raise ValueError(f"expected a size like 32MiB or 1048576, got {str(text)[:40]!r}")
     return int(float(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " "))
 
 
@@ -155,11 +157,13 @@ def str_list(value: Any) -> tuple[str, ...]:
     return tuple(x.strip() for item in items for x in item.split(",") if x.strip())
 
 
-def describe_value(value: Any) -> str:
-    """A value as a config-file mistake shows it: its type, then itself (shortened)."""
+def describe_value(value: Any, secret: bool = False) -> str:
+    """A value as a mistake shows it: its type, then itself, shortened (a secret one: its type alone)."""
     kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
              tuple: "a list", dict: "a table"}
     kind = kinds.get(type(value), f"a {type(value).__name__}")
+    if secret:
+        return kind
     shown = json_dumps(value) if isinstance(value, (bool, int, float, str)) else str(value)
     return f"{kind} {shown[:60]}{'…' if len(shown) > 60 else ''}"
 
@@ -172,41 +176,47 @@ class Setting:
     high: float | None = None
     choices: tuple[str, ...] = ()
     open_low: bool = False
+    secret: bool = False  # a mistake shows the value's type only, never the value (keys, headers)
 
     def check(self, value: Any) -> Any:
         """``value`` as the setting holds it, or ValueError saying what was expected and what came."""
-        if self.kind == "list":
-            if not isinstance(value, (list, tuple)):
-                raise ValueError(f"expected a list of strings, got {describe_value(value)}")
-            return str_list(value)
-        if self.kind == "size":
-            if isinstance(value, bool) or not isinstance(value, (int, str)):
-                raise ValueError(f"expected a size like \"32MiB\" or 1048576, got {describe_value(value)}")
-            return self._in_range(parse_size(value), value)
-        if self.kind == "table":
-            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                raise ValueError(f"expected a table of strings, got {describe_value(value)}")
-            return tuple(value.items())
-        if self.kind == "choice":
-            if not isinstance(value, str) or value.lower() not in self.choices:
-                raise ValueError(f"expected one of {', '.join(self.choices)}, got {describe_value(value)}")
-            return value.lower()
-        if self.kind == "str":
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"expected a non-empty string, got {describe_value(value)}")
-            return value
-        numeric = (int,) if self.kind == "int" else (int, float)
-        if isinstance(value, bool) or not isinstance(value, numeric) or not math.isfinite(value):
-            raise ValueError(f"expected {'an integer' if self.kind == 'int' else 'a number'}"
-                             f"{self._range()}, got {describe_value(value)}")
-        return self._in_range(value if self.kind == "int" else float(value), value)
+        converted = self._convert(value)
+        if converted is None:
+            raise ValueError(f"expected {self.expected()}, got {describe_value(value, self.secret)}")
+        return converted
 
-    def _in_range(self, number: float, value: Any) -> Any:
+    def expected(self) -> str:
+        return {"list": "a list of strings", "size": "a size like 32MiB or 1048576", "table": "a table of strings",
+                "choice": f"one of {', '.join(self.choices)}", "str": "a non-empty string",
+                "int": f"an integer{self._range()}", "float": f"a number{self._range()}"}[self.kind]
+
+    def _convert(self, value: Any) -> Any:
+        """The value as the setting holds it; None when it does not fit."""
+        if self.kind == "list":
+            return str_list(value) if isinstance(value, (list, tuple)) and all(
+                isinstance(x, str) for x in value) else None
+        if self.kind == "table":
+            ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+            return tuple(value.items()) if ok else None
+        if self.kind == "choice":
+            return value.lower() if isinstance(value, str) and value.lower() in self.choices else None
+        if self.kind == "str":
+            return value if isinstance(value, str) and value.strip() else None
+        if self.kind == "size":
+            try:
+                number: Any = parse_size(value) if isinstance(value, (int, str)) and not isinstance(value, bool) \
+                    else None
+            except ValueError:
+                return None
+        else:
+            numeric = (int,) if self.kind == "int" else (int, float)
+            ok = isinstance(value, numeric) and not isinstance(value, bool) and math.isfinite(value)
+            number = (value if self.kind == "int" else float(value)) if ok else None
+        return number if number is not None and self._in_range(number) else None
+
+    def _in_range(self, number: float) -> bool:
         too_low = self.low is not None and (number <= self.low if self.open_low else number < self.low)
-        if too_low or (self.high is not None and number > self.high):
-            raise ValueError(f"expected {'an integer' if self.kind == 'int' else 'a number'}{self._range()}, "
-                             f"got {describe_value(value)}")
-        return number
+        return not too_low and not (self.high is not None and number > self.high)
 
     def _range(self) -> str:
         if self.low is not None and self.high is not None:
@@ -222,15 +232,16 @@ SERVER_SETTINGS = {
     "host": Setting("str"), "port": Setting("int", 0, 65535), "max_tokens": Setting("int", 1),
     "reasoning_effort": Setting("choice", choices=REASONING_EFFORT_CHOICES), "connect_timeout": POSITIVE_SECONDS,
     "read_timeout": POSITIVE_SECONDS, "retries": Setting("int", 0, 10), "max_body": Setting("size", 1),
-    "log_level": Setting("choice", choices=LOG_LEVELS), "proxy_keys": Setting("list"),
-    "cors_origins": Setting("list"), "drain_timeout": Setting("float", 0), "ping_interval": POSITIVE_SECONDS,
+    "log_level": Setting("choice", choices=LOG_LEVELS), "proxy_keys": Setting("list", secret=True),
+    "cors_origins": Setting("list"), "drain_timeout": Setting("float", 0), "ping_interval": Setting("float", 0.01),
     "max_connections": Setting("int", 1), "allow_url_routing": Setting("list"), "workers": Setting("int", 1, 256),
     "model": Setting("str"), "haiku_model": Setting("str"), "sonnet_model": Setting("str"),
     "opus_model": Setting("str"),
 }
 BACKEND_SETTINGS = {
-    "name": Setting("str"), "url": Setting("str"), "api_key": Setting("str"), "api_key_env": Setting("str"),
-    "backend": Setting("choice", choices=BACKENDS), "max_tokens": Setting("int", 1), "headers": Setting("table"),
+    "name": Setting("str"), "url": Setting("str"), "api_key": Setting("str", secret=True),
+    "api_key_env": Setting("str"), "backend": Setting("choice", choices=BACKENDS), "max_tokens": Setting("int", 1),
+    "headers": Setting("table", secret=True),
 }
 ROUTE_SETTINGS = {"match": Setting("str"), "backend": Setting("str"), "model": Setting("str"),
                   "fallbacks": Setting("list")}
@@ -707,11 +718,14 @@ def unique_tool_names(names: Iterable[str], allowed: re.Pattern, limit: int) -> 
     for name in names:
         if name in out:
             continue
-        clean = re.sub(r"[^a-zA-Z0-9_-]", "_", name) or "tool"
-        digest, n = hashlib.sha256(name.encode()).hexdigest(), 8
-        while len(clean) > limit or clean in taken:
-            clean = f"{re.sub(r'[^a-zA-Z0-9_-]', '_', name)[:limit - n - 1]}_{digest[:n]}"
-            n += 1
+        base = re.sub(r"[^a-zA-Z0-9_-]", "_", name) or "tool"
+        clean, digest = base, hashlib.sha256(name.encode()).hexdigest()[:8]
+        if len(clean) > limit or clean in taken:
+            clean = f"{base[:limit - 9]}_{digest}"
+        n = 1
+        while clean in taken:  # only names made to collide on purpose get here: a counter always ends it
+            suffix = f"_{digest}_{n}"
+            clean, n = base[:limit - len(suffix)] + suffix, n + 1
         out[name] = clean
         taken.add(clean)
     return out
@@ -860,15 +874,8 @@ SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 SCHEMA_SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
 
 
-def _strings(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(x, str) for x in value)
-
-
-SCHEMA_VALUES = {  # keyword → (what it must be, the check): the ones the sanitiser reads
-    "required": ("a list of property names", _strings),
-    "type": ("a type name or a list of them", lambda v: isinstance(v, str) or _strings(v)),
+SCHEMA_VALUES = {  # keyword → (what it must be, the check): where another value would break the sanitiser
     "enum": ("a list", lambda v: isinstance(v, list)),
-    "$ref": ("a string", lambda v: isinstance(v, str)),
 }
 
 
@@ -1366,6 +1373,8 @@ def _repair_json(text: str) -> dict | None:
 
 
 def _stop_reason(finish: Any, has_tools: bool, matched: str | None) -> str:
+    if finish == "length":
+        return "max_tokens"  # even with tool calls: the last one was cut off, and must not be run as if whole
     if has_tools:
         return "tool_use"  # some backends say "stop" for tool calls (vLLM, Ollama, forced tool_choice)
     if matched is not None:
@@ -1852,6 +1861,8 @@ def validate_chat_request(body: Any) -> None:
     _expect(stop is None or isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop)),
             "stop: expected a string or a list of strings")
     _expect(body.get("stream") is None or isinstance(body["stream"], bool), "stream: expected a boolean")
+    _expect(body.get("stream_options") is None or isinstance(body["stream_options"], dict),
+            "stream_options: expected an object")
 
 
 def openai_to_anthropic_request(body: dict, backend_model: str, max_tokens_cap: int | None = None,
@@ -2159,6 +2170,7 @@ class ToolCallAssembler:
 
     def __init__(self) -> None:
         self.calls: dict[Any, dict] = {}  # key → {"id", "backend_id", "name", "args": [fragments]}
+        self.at_index: dict[int, Any] = {}  # index → key of the latest call under it
         self.last: Any = None
 
     def feed(self, fragment: dict) -> None:
@@ -2177,15 +2189,17 @@ class ToolCallAssembler:
         calls = [{"id": c["id"], "name": c["name"] or "unknown_tool",
                   "arguments": json_dumps(_parse_tool_arguments("".join(c["args"])))} for c in self.calls.values()]
         self.calls.clear()
+        self.at_index.clear()
         return calls
 
     def _key(self, fragment: dict, call_id: str | None, name: str | None) -> Any:
         idx = fragment.get("index")
         if isinstance(idx, int) and not isinstance(idx, bool):
-            existing = self.calls.get(("i", idx))
+            key = self.at_index.setdefault(idx, ("i", idx))
+            existing = self.calls.get(key)
             if existing is not None and call_id and existing["backend_id"] and call_id != existing["backend_id"]:
-                return ("id", call_id)  # a new id under a used index is a new call
-            return ("i", idx)
+                key = self.at_index[idx] = ("id", call_id)  # a new id under a used index is a new call
+            return key
         if call_id:
             return ("id", call_id)
         if name or self.last is None:
@@ -2808,33 +2822,46 @@ class Upstream:
                       loggable_body(payload, (key, self.config.api_key)))
         return await self._post_with_retries(backend, url, payload, headers, key, lesson_key)
 
-    def _learn(self, backend: Backend, lesson_key: str, text: str, payload: dict) -> dict | None:
-        """A 400 the proxy can fix: remember the lesson for this backend and model, and return the payload to
-        send instead; None when the refusal is not one of those."""
+    def _learn(self, backend: Backend, text: str, payload: dict, tried: set) -> Lessons | None:
+        """What a 400 teaches, when it is a refusal the proxy can fix and that kind of fix was not tried yet for
+        this request."""
         for learn in REFUSALS[backend.dialect]:
-            lesson = learn(text, payload)
+            lesson = learn(text, payload) if learn not in tried else None
             if lesson is not None:
-                if len(self.lessons) >= 1024 and lesson_key not in self.lessons:
-                    self.lessons.pop(next(iter(self.lessons)))
-                merged = self.lessons[lesson_key] = self.lessons.get(lesson_key, Lessons()).merge(lesson)
-                log.info("backend %s model %s refused the request (%s); retrying %s, and so from now on",
-                         backend.name, payload.get("model", ""), lesson.why, lesson.describe())
-                return merged.apply(payload)
+                tried.add(learn)
+                log.info("backend %s model %s refused the request (%s); retrying %s", backend.name,
+                         payload.get("model", ""), lesson.why, lesson.describe())
+                return lesson
         return None
+
+    def _remember(self, backend: Backend, lesson_key: str, lessons: list[Lessons]) -> None:
+        """Lessons a retry proved right, kept for the backend and model: later requests go straight through."""
+        lasting = [lesson for lesson in lessons if lesson.lasting]
+        if not lasting:
+            return
+        if len(self.lessons) >= 1024 and lesson_key not in self.lessons:
+            self.lessons.pop(next(iter(self.lessons)))
+        merged = self.lessons.get(lesson_key, Lessons())
+        for lesson in lasting:
+            merged = merged.merge(lesson)
+        self.lessons[lesson_key] = merged
+        log.info("backend %s: remembered for %s: %s", backend.name, lesson_key.split("/", 1)[1], merged.describe())
 
     async def _post_with_retries(self, backend: Backend, url: str, payload: dict, headers: dict[str, str],
                                  key: str | None, lesson_key: str) -> aiohttp.ClientResponse:
         """POST; returns a 2xx response (body unread) or raises ProxyError.
 
         Connection failures, 429 and 5xx are retried with jittered backoff (honouring ``retry-after`` up to
-        30 s). A 400 the proxy knows how to fix (``REFUSALS``) is retried once per kind of fix, at most three.
+        30 s). A 400 the proxy knows how to fix (``REFUSALS``) is retried once per kind of fix; what the retries
+        taught is remembered only once the backend has accepted the request.
         """
         assert self.session is not None
         body = json_dumps(payload).encode()
         secrets_ = (key, self.config.api_key, backend.api_key)
         where = redact_url(backend.url)
         attempt = 0
-        fixes = 0
+        tried: set = set()
+        learned: list[Lessons] = []
         while True:
             try:
                 resp = await self.session.post(url, data=body, headers=headers)
@@ -2849,16 +2876,16 @@ class Upstream:
                                    "api_error")
             else:
                 if resp.status < 300:
+                    self._remember(backend, lesson_key, learned)
                     return resp
                 text = await _read_error_body(resp)
                 error = error_from_backend(resp.status, scrub(text, secrets_), resp.headers, where)
-                if resp.status == 400 and fixes < 3:
-                    new_payload = self._learn(backend, lesson_key, text, payload)
-                    if new_payload is not None:
-                        fixes += 1
-                        payload = new_payload
-                        body = json_dumps(payload).encode()
-                        continue
+                lesson = self._learn(backend, text, payload, tried) if resp.status == 400 else None
+                if lesson is not None:
+                    learned.append(lesson)
+                    payload = lesson.apply(payload)
+                    body = json_dumps(payload).encode()
+                    continue
                 if resp.status not in RETRY_STATUSES:
                     raise error
             if attempt >= self.config.retries:
@@ -2881,6 +2908,7 @@ class Lessons:
     dropped: frozenset[str] = frozenset()  # parameters it refused
     adaptive_thinking: bool = False  # it refused thinking.type "enabled" (newer Claude models)
     why: str = ""
+    lasting: bool = True  # False: true of this request only (an output limit left by this prompt's length)
 
     def merge(self, other: Lessons) -> Lessons:
         return Lessons(min(filter(None, (self.max_tokens, other.max_tokens)), default=None),
@@ -2903,14 +2931,27 @@ class Lessons:
 
 def _learn_max_tokens(text: str, payload: dict) -> Lessons | None:
     limit = max_tokens_limit_from_error(text, payload.get(output_tokens_key(payload)) or 0)
-    return Lessons(max_tokens=limit, why=f"it allows at most {limit} output tokens") if limit else None
+    if not limit:
+        return None
+    # vLLM's "maximum context length is N tokens ... (M in the messages": what this prompt leaves, not a limit
+    return Lessons(max_tokens=limit, why=f"it allows at most {limit} output tokens",
+                   lasting=not _CONTEXT_PATTERN.search(text))
+
+
+# How servers say a parameter itself is refused (not its value): OpenAI, Groq, vLLM and Mistral (pydantic),
+# Gemini, Claude models newer than Opus 4.6.
+_REFUSED_WORDING = re.compile(r"unrecogni[sz]ed|unsupported|not supported|does not support|unknown (?:name|field|"
+                              r"parameter|argument)|extra (?:inputs|fields)|not permitted|deprecated", re.IGNORECASE)
 
 
 def _refused_parameter(optional: tuple[str, ...]) -> Any:
     """A learner for parameters that are safe to leave out: "Unrecognized request argument supplied:
     stream_options", "Unsupported parameter: 'temperature'", Claude's "`temperature` is deprecated for this
-    model." The answer is still possible without them."""
+    model." The answer is still possible without them. A refused *value* ("temperature: expected a value <= 2")
+    is the client's to fix, and goes back to it."""
     def learn(text: str, payload: dict) -> Lessons | None:
+        if not _REFUSED_WORDING.search(text):
+            return None
         for name in optional:
             if name in payload and re.search(rf"(?<![\w.]){name}(?!\w)", text):
                 return Lessons(dropped=frozenset({name}), why=f"{name} refused")
@@ -3029,6 +3070,7 @@ REQUEST_ID_KEY: Any = _request_key("request_id", str)
 DIALECT_KEY: Any = _request_key("dialect", str)
 LOG_KEY: Any = _request_key("log", RequestLog)
 URL_ROUTE_KEY: Any = _request_key("url_route", tuple)
+STREAM_KEY: Any = _request_key("stream", web.StreamResponse)  # set once a streamed answer has started
 
 
 def client_key(request: web.Request) -> str | None:
@@ -3157,7 +3199,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         response = error_response(bad_request("request body is nested too deeply"), request)
     except Exception:  # a bug in the proxy must still answer in the client's dialect
         log.exception("internal error on %s %s", request.method, request.path)
-        response = error_response(INTERNAL_ERROR, request)
+        started = request.get(STREAM_KEY)
+        # A stream already under way has spent its status: nothing more may be written into it.
+        response = started if started is not None else error_response(INTERNAL_ERROR, request)
     finally:
         state.inflight.discard(task)
     if not response.prepared:
@@ -3239,18 +3283,19 @@ async def pump_stream(request: web.Request, resp: aiohttp.ClientResponse, backen
     finish, fail or shut down.
 
     After the first byte the HTTP status is spent, so every failure, expected or not, flushes what was
-    translated and ends the stream with an error in the client's dialect (logged once, with the traceback
-    when it is a proxy bug). A client that leaves cancels the handler, which closes the backend request."""
+    translated and ends the stream with an error in the client's dialect (logged, with the traceback when it is
+    a proxy bug). A client that leaves cancels the handler, which closes the backend request."""
     config = request.app[CONFIG_KEY]
     out = web.StreamResponse(status=resp.status, headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
     async with resp:
         await out.prepare(request)
+        request[STREAM_KEY] = out
         request[LOG_KEY].first_byte = time.monotonic()
         ping = ANTHROPIC_PING if translator.client_dialect == "anthropic" else OPENAI_PING
         pending: list[Any] = []
         with KeepAliveWriter(out, ping, config.ping_interval) as writer:
             try:
-                pending = translator.start()
+                await _write(writer, translator.encode(translator.start()), True)  # before any keep-alive ping
                 async for batch in source:
                     for item in batch:
                         pending += translator.receive(item)
@@ -3259,8 +3304,8 @@ async def pump_stream(request: web.Request, resp: aiohttp.ClientResponse, backen
                     if translator.done:
                         break
                     if pending:
-                        await _write(writer, translator.encode(pending), translator.at_boundary)
-                        pending = []
+                        data, pending = translator.encode(pending), []  # sent once, even if a shutdown cuts in
+                        await _write(writer, data, translator.at_boundary)
                 pending += translator.end()
             except _ClientGone:
                 return out
@@ -3364,16 +3409,17 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
             return await passthrough(request, body, backend, model, key)
         payload = anthropic_to_openai_request(body, model, config.max_tokens, config.reasoning_effort)
         names = {v: k for k, v in openai_tool_names(body).items()}  # backend's name → client's
+        estimate = count_request_tokens(body)
+        translator = OpenAIToAnthropicStream(body["model"], estimate, names, body.get("stop_sequences")) \
+            if body.get("stream") else None  # made before the backend is asked: nothing can fail between
         resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
-        if body.get("stream"):
-            translator = OpenAIToAnthropicStream(body["model"], count_request_tokens(body), names,
-                                                 body.get("stop_sequences"))
+        if translator is not None:
             replay = "json" in resp.headers.get("content-type", "")
             return await pump_stream(request, resp, backend, translator, json_as_sse(resp) if replay else
                                      iter_sse(resp))
         data = await _read_backend_json(resp, config, backend)
         message = translated_answer(config, backend, openai_to_anthropic_response, data, body["model"], names,
-                                    body.get("stop_sequences"), count_request_tokens(body))
+                                    body.get("stop_sequences"), estimate)
         rlog.input_tokens, rlog.output_tokens = message["usage"]["input_tokens"], message["usage"]["output_tokens"]
         return web.Response(text=json_dumps(message), content_type="application/json")
 
@@ -3406,10 +3452,11 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
         payload = openai_to_anthropic_request(body, model, config.max_tokens)
         names = {v: k for k, v in claude_tool_names(body).items()}  # backend's name → client's
         json_tool = (payload.get("tool_choice") or {}).get("name") == JSON_TOOL
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        translator = AnthropicToOpenAIStream(body["model"], include_usage, names, json_tool) \
+            if body.get("stream") else None  # made before the backend is asked: nothing can fail between
         resp = await request.app[UPSTREAM_KEY].post_anthropic(backend, payload, key)
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            translator = AnthropicToOpenAIStream(body["model"], include_usage, names, json_tool)
+        if translator is not None:
             return await pump_stream(request, resp, backend, translator, iter_sse(resp))
         data = await _read_backend_json(resp, config, backend)
         answer = translated_answer(config, backend, anthropic_to_openai_response, data, body["model"], names,
@@ -3641,7 +3688,7 @@ async def drain(app: web.Application, site: web.BaseSite, timeout: float) -> Non
 
 def proxy_base_url(config: Config) -> str:
     host = config.host
-    if host in ("0.0.0.0", "::", ""):
+    if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
     return f"http://{host if ':' not in host else '[' + host + ']'}:{config.port}"
 

@@ -34,12 +34,14 @@ class Scripted(LoopbackServer):
         self.status = 200
         self.peers: list[tuple] = []  # the client address of each request: one per connection
         self.pause_before_end = 0.0  # a real server's last write (the chunked end) may come a moment later
+        self.pause_before_parts = 0.0  # a model thinking before its first token
 
     async def answer(self, request: web.Request) -> web.StreamResponse:
         await request.read()
         self.peers.append(request.transport.get_extra_info("peername"))
         resp = web.StreamResponse(status=self.status, headers={"Content-Type": self.content_type})
         await resp.prepare(request)
+        await asyncio.sleep(self.pause_before_parts)
         for part in self.parts:
             await resp.write(part)
         await asyncio.sleep(self.pause_before_end)
@@ -214,3 +216,12 @@ def test_finished_streams_give_their_backend_connection_back_to_the_pool(make_pr
             assert b"error" not in client.post(proxy.url + path, json={**body, "stream": True}).content
             time.sleep(0.2)  # the client reads the answer; the proxy meanwhile reads the body's end
     assert len(scripted.peers) == 3 and len(set(scripted.peers)) == 1, scripted.peers
+
+
+def test_message_start_comes_first_even_when_the_backend_is_slow_to_begin(make_proxy, scripted):
+    """Keep-alive pings may only follow message_start: the Anthropic grammar starts with it."""
+    scripted.parts = sse(chunk({"content": "late"}), chunk({}, "stop")) + [b"data: [DONE]\n\n"]
+    scripted.pause_before_parts = 0.5
+    proxy = make_proxy(url=f"http://127.0.0.1:{scripted.port}/v1", ping_interval=0.1)
+    events = [e.event for e in cp.SSEParser().feed(raw_stream(proxy, "/v1/messages", BODY))]
+    assert events[0] == "message_start" and events.count("ping") >= 3 and events[-1] == "message_stop", events

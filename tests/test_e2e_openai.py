@@ -360,3 +360,23 @@ def test_openai_passthrough_errors_and_cut_streams(make_proxy, backend):
         for _ in openai.OpenAI(base_url=proxy.url + "/v1", api_key="c", max_retries=0).chat.completions.create(
                 model="claude-x", stream=True, messages=[{"role": "user", "content": "a long story please"}]):
             pass
+
+
+def test_a_refused_value_goes_back_to_the_client_and_teaches_nothing(make_proxy, backend):
+    """Only a refused *parameter* is left out and remembered; a value out of range is the client's to fix."""
+    client = openai.OpenAI(base_url=make_proxy().url + "/v1", api_key="k", max_retries=0, timeout=10)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "x"}], temperature=3)
+    client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "x"}], temperature=0.0)
+    assert backend.requests[-1]["temperature"] == 0.0
+
+
+def test_an_output_limit_left_by_one_long_prompt_is_not_remembered():
+    import claude_proxy as cp
+    text = ("This model's maximum context length is 32768 tokens. However, you requested 36000 tokens "
+            "(31000 in the messages, 5000 in the completion).")
+    lesson = cp._learn_max_tokens(text, {"max_tokens": 5000})
+    assert lesson is not None and lesson.max_tokens == 1768 and not lesson.lasting
+    lasting = cp._learn_max_tokens("max_tokens is too large: 99999. This model supports at most 8192 completion "
+                                   "tokens, whereas you provided 99999.", {"max_tokens": 99999})
+    assert lasting is not None and lasting.lasting

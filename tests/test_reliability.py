@@ -370,6 +370,7 @@ def test_deeply_nested_input_is_translated_or_refused_never_a_500(make_proxy, ba
      "messages.0.content.0.content.0.text"),
     ("openai", {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": "x"}}},
      "response_format.json_schema.schema"),
+    ("openai", {"stream": True, "stream_options": "yes"}, "stream_options"),
     ("openai", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {
         "type": "object", "properties": {"a": {"items": "x"}}}}}]}, "tools[0].function.parameters.properties.a.items"),
 ])

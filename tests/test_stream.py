@@ -361,3 +361,20 @@ def test_gemini_thought_signature_rides_in_the_tool_id_and_comes_back():
     call = out["messages"][1]["tool_calls"][0]
     assert call["id"] == "call_1" and call["extra_content"] == {"google": {"thought_signature": sig}}
     assert out["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "ok"}
+
+
+def test_a_tool_call_cut_off_by_the_output_limit_is_not_presented_as_whole():
+    """finish_reason "length" with a half-written call: the client must see max_tokens, not tool_use."""
+    chunks = [c({"tool_calls": [{"index": 0, "id": "t1", "function": {
+        "name": "Write", "arguments": '{"path": "a.py", "content": "def f():\\n    retu'}}]}), c({}, "length")]
+    msg = final(run(chunks))
+    assert msg.stop_reason == "max_tokens"
+
+
+def test_fragments_under_a_reused_index_continue_the_latest_call():
+    a = ToolCallAssembler()
+    a.feed({"index": 0, "id": "a", "function": {"name": "f", "arguments": '{"x":'}})
+    a.feed({"index": 0, "function": {"arguments": "1}"}})
+    a.feed({"index": 0, "id": "b", "function": {"name": "g", "arguments": '{"y":'}})
+    a.feed({"index": 0, "function": {"arguments": "2}"}})
+    assert [(call["name"], call["arguments"]) for call in a.complete()] == [("f", '{"x":1}'), ("g", '{"y":2}')]

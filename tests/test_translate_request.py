@@ -302,3 +302,19 @@ def test_model_mapping_and_url_normalisation():
     assert normalize_backend_url("http://gpu-box:8000/v1") == "http://gpu-box:8000/v1"
     with pytest.raises(ValueError):
         normalize_backend_url("ftp://x")
+
+
+def test_names_made_to_collide_on_purpose_still_end_unique_and_fast():
+    """Every hash-suffixed form of ``a.b`` already taken: the proxy must not loop (it once did, forever)."""
+    import hashlib
+    digest = hashlib.sha256(b"a.b").hexdigest()
+    names = ["a_b"] + [f"a_b_{digest[:n]}" for n in range(8, 64)] + ["a_b_" + digest[:8] + "_1", "a.b"]
+    out = openai_tool_names({"tools": [{"name": n} for n in names]})
+    assert len(set(out.values())) == len(names) and all(len(v) <= 64 for v in out.values())
+
+
+def test_schemas_that_only_look_odd_are_still_accepted():
+    """Draft-3 style ``"required": true`` inside a property: dropped, as before, not a 400 for the request."""
+    schema = {"type": "object", "properties": {"a": {"type": "string", "required": True}, "b": {"type": ["string", 1]}}}
+    out = translate({"messages": [{"role": "user", "content": "hi"}], "tools": [{"name": "t", "input_schema": schema}]})
+    assert "required" not in out["tools"][0]["function"]["parameters"]["properties"]["a"]
