@@ -102,6 +102,9 @@ BACKENDS = ("openai", "anthropic")
 TIERS = ("haiku", "sonnet", "opus")
 REASONING_EFFORT_CHOICES = ("off", "auto", "minimal", "low", "medium", "high")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Mid-conversation system turns: kept in place, and folded into user turns once a backend refuses them (unset);
+# or decided up front for a backend known either way.
+SYSTEM_TURNS = ("keep", "fold")
 
 
 def normalize_backend_url(url: str) -> str:
@@ -235,13 +238,14 @@ SERVER_SETTINGS = {
     "log_level": Setting("choice", choices=LOG_LEVELS), "proxy_keys": Setting("list", secret=True),
     "cors_origins": Setting("list"), "drain_timeout": Setting("float", 0), "ping_interval": Setting("float", 0.01),
     "max_connections": Setting("int", 1), "allow_url_routing": Setting("list"), "workers": Setting("int", 1, 256),
+    "system_turns": Setting("choice", choices=SYSTEM_TURNS),
     "model": Setting("str"), "haiku_model": Setting("str"), "sonnet_model": Setting("str"),
     "opus_model": Setting("str"),
 }
 BACKEND_SETTINGS = {
     "name": Setting("str"), "url": Setting("str"), "api_key": Setting("str", secret=True),
     "api_key_env": Setting("str"), "backend": Setting("choice", choices=BACKENDS), "max_tokens": Setting("int", 1),
-    "headers": Setting("table", secret=True),
+    "headers": Setting("table", secret=True), "system_turns": Setting("choice", choices=SYSTEM_TURNS),
 }
 ROUTE_SETTINGS = {"match": Setting("str"), "backend": Setting("str"), "model": Setting("str"),
                   "fallbacks": Setting("list")}
@@ -256,6 +260,7 @@ class Backend:
     dialect: str = "openai"
     max_tokens: int | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    system_turns: str | None = None  # "keep" | "fold" | None: keep until the backend refuses them
 
     @property
     def chat_url(self) -> str:
@@ -300,7 +305,8 @@ class Routing:
     def build(cls, config: Config) -> Routing:
         table = {b.name: b for b in config.backends}
         assert config.url, "normalised by Config before routing is built"
-        table.setdefault("default", Backend("default", config.url, config.api_key, config.backend))
+        table.setdefault("default", Backend("default", config.url, config.api_key, config.backend,
+                                            system_turns=config.system_turns))
         default = config.default_backend or "default"
         if default not in table:
             raise ValueError(f"default backend {default!r} is not defined")
@@ -372,6 +378,7 @@ class Config:
     ping_interval: float = 15.0
     max_connections: int = 1000
     workers: int = 1
+    system_turns: str | None = None  # for the flags' backend; [[backends]] entries have their own
     backends: tuple[Backend, ...] = ()  # from --config
     routes: tuple[Route, ...] = ()  # from --config
     default_backend: str | None = None  # a --config backend that replaces the flags' one as the default
@@ -519,7 +526,8 @@ def _config_backends(doc: _ConfigText) -> list[Backend]:
             url = normalize_backend_url(b["url"])
         except ValueError as exc:
             raise doc.fail(f"backend {name!r}: {exc}", "backends", i, "url") from None
-        backends.append(Backend(name, url, key, b.get("backend", "openai"), b.get("max_tokens"), b.get("headers", ())))
+        backends.append(Backend(name, url, key, b.get("backend", "openai"), b.get("max_tokens"), b.get("headers", ()),
+                                b.get("system_turns")))
     return backends
 
 
@@ -1325,6 +1333,47 @@ def anthropic_to_openai_request(body: dict, backend_model: str, max_tokens_cap: 
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     return out
+
+
+def fold_system_turns(payload: dict) -> dict:
+    """``payload`` with every system message after the first turn folded into the user turn that follows it, as
+    ``<system-reminder>`` text (the form Claude Code itself uses); a system turn at the end joins, or becomes, the
+    final user turn. For chat templates that accept a system message only first (Qwen 3 on vLLM, llama.cpp,
+    Ollama, SGLang). The leading system message is left alone: changing it would change the prompt's prefix
+    every turn and defeat the backend's prefix cache."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return payload
+    out: list[dict] = []
+    held: list[str] = []
+    for i, msg in enumerate(messages):
+        if msg.get("role") == "system" and i > 0:
+            held.append(f"<system-reminder>\n{_content_text(msg.get('content'), 'system')}\n</system-reminder>")
+        elif msg.get("role") == "user" and held:
+            out.append(_with_text_first(msg, "\n\n".join(held)))
+            held = []
+        else:
+            out.append(msg)
+    if held:
+        if out and out[-1].get("role") == "user":
+            out[-1] = _with_text_last(out[-1], "\n\n".join(held))
+        else:
+            out.append({"role": "user", "content": "\n\n".join(held)})
+    return {**payload, "messages": out}
+
+
+def _with_text_first(msg: dict, text: str) -> dict:
+    content = msg.get("content")
+    if isinstance(content, list):
+        return {**msg, "content": [{"type": "text", "text": text}] + content}
+    return {**msg, "content": f"{text}\n\n{content}" if content else text}
+
+
+def _with_text_last(msg: dict, text: str) -> dict:
+    content = msg.get("content")
+    if isinstance(content, list):
+        return {**msg, "content": content + [{"type": "text", "text": text}]}
+    return {**msg, "content": f"{content}\n\n{text}" if content else text}
 
 
 def _parse_tool_arguments(args: Any) -> dict:
@@ -2816,7 +2865,10 @@ class Upstream:
                     key: str | None) -> aiohttp.ClientResponse:
         """POST with what earlier refusals taught about this backend and model already applied."""
         lesson_key = f"{backend.name}/{payload.get('model', '')}"
-        payload = self.lessons.get(lesson_key, Lessons()).apply(cap_output_tokens(payload, backend.max_tokens))
+        known = self.lessons.get(lesson_key, Lessons())
+        if backend.system_turns == "fold":
+            known = known.merge(Lessons(fold_system_turns=True))
+        payload = known.apply(cap_output_tokens(payload, backend.max_tokens))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("→ POST %s (backend %s) key=%s body=%s", redact_url(url), backend.name, redact_key(key),
                       loggable_body(payload, (key, self.config.api_key)))
@@ -2826,6 +2878,8 @@ class Upstream:
         """What a 400 teaches, when it is a refusal the proxy can fix and that kind of fix was not tried yet for
         this request."""
         for learn in REFUSALS[backend.dialect]:
+            if learn is _learn_system_turns and backend.system_turns == "keep":
+                continue  # the configuration says so: the refusal goes back to the client as it is
             lesson = learn(text, payload) if learn not in tried else None
             if lesson is not None:
                 tried.add(learn)
@@ -2880,7 +2934,7 @@ class Upstream:
                     return resp
                 text = await _read_error_body(resp)
                 error = error_from_backend(resp.status, scrub(text, secrets_), resp.headers, where)
-                lesson = self._learn(backend, text, payload, tried) if resp.status == 400 else None
+                lesson = self._learn(backend, text, payload, tried) if resp.status in (400, 422, 500) else None
                 if lesson is not None:
                     learned.append(lesson)
                     payload = lesson.apply(payload)
@@ -2907,12 +2961,14 @@ class Lessons:
     max_tokens: int | None = None  # the output limit it named
     dropped: frozenset[str] = frozenset()  # parameters it refused
     adaptive_thinking: bool = False  # it refused thinking.type "enabled" (newer Claude models)
+    fold_system_turns: bool = False  # its chat template takes a system message only first
     why: str = ""
     lasting: bool = True  # False: true of this request only (an output limit left by this prompt's length)
 
     def merge(self, other: Lessons) -> Lessons:
         return Lessons(min(filter(None, (self.max_tokens, other.max_tokens)), default=None),
-                       self.dropped | other.dropped, self.adaptive_thinking or other.adaptive_thinking, other.why)
+                       self.dropped | other.dropped, self.adaptive_thinking or other.adaptive_thinking,
+                       self.fold_system_turns or other.fold_system_turns, other.why)
 
     def apply(self, payload: dict) -> dict:
         if self.dropped & payload.keys():
@@ -2921,12 +2977,15 @@ class Lessons:
         if self.adaptive_thinking and isinstance(thinking, dict) and thinking.get("type") == "enabled":
             payload = {**payload, "thinking": {"type": "adaptive"}, "output_config": {
                 **(payload.get("output_config") or {}), "effort": effort_for_budget(thinking.get("budget_tokens"))}}
+        if self.fold_system_turns:
+            payload = fold_system_turns(payload)
         return cap_output_tokens(payload, self.max_tokens)
 
     def describe(self) -> str:
         return "; ".join(filter(None, (f"with at most {self.max_tokens} output tokens" if self.max_tokens else "",
                                        f"without {', '.join(sorted(self.dropped))}" if self.dropped else "",
-                                       "with adaptive thinking" if self.adaptive_thinking else "")))
+                                       "with adaptive thinking" if self.adaptive_thinking else "",
+                                       "with system turns folded into user turns" if self.fold_system_turns else "")))
 
 
 def _learn_max_tokens(text: str, payload: dict) -> Lessons | None:
@@ -2966,9 +3025,24 @@ def _learn_adaptive_thinking(text: str, payload: dict) -> Lessons | None:
     return None
 
 
+# Chat templates that take a system message only first: Qwen 3 ("System message must be at the beginning."),
+# others ("Conversation roles must alternate user/assistant/user/assistant/...").
+_SYSTEM_TURN_REFUSAL = re.compile(r"system message[^.]{0,40}(?:at the beginning|first)|roles must alternate|"
+                                  r"only (?:one|a single) system message|system (?:message|role) .{0,30}not (?:allowed|"
+                                  r"supported)", re.IGNORECASE)
+
+
+def _learn_system_turns(text: str, payload: dict) -> Lessons | None:
+    messages = payload.get("messages")
+    later = isinstance(messages, list) and any(m.get("role") == "system" for m in messages[1:] if isinstance(m, dict))
+    if later and _SYSTEM_TURN_REFUSAL.search(text):
+        return Lessons(fold_system_turns=True, why="its chat template takes a system message only first")
+    return None
+
+
 # Per backend dialect, the refusals that are fixed by retrying, tried in this order.
 REFUSALS = {
-    "openai": (_learn_max_tokens, _refused_parameter(
+    "openai": (_learn_max_tokens, _learn_system_turns, _refused_parameter(
         ("stream_options", "reasoning_effort", "parallel_tool_calls", "temperature", "top_p", "stop"))),
     "anthropic": (_learn_max_tokens, _refused_parameter(("temperature", "top_p", "top_k")),
                   _learn_adaptive_thinking),
@@ -3996,6 +4070,10 @@ def _build_cli():  # click is imported lazily so the module imports without it
     @click.option("--max-tokens", envvar="CLAUDE_PROXY_MAX_TOKENS", default=None, type=click.IntRange(min=1),
                   help="Cap on max_tokens asked of the backend (Claude Code asks for 32k-128k). "
                        "Without it a backend that names its limit in an error is retried with that limit.")
+    @click.option("--system-turns", envvar="CLAUDE_PROXY_SYSTEM_TURNS", default=None, type=click.Choice(SYSTEM_TURNS),
+                  help="System turns inside the conversation (Claude Code sends them): 'keep' them in place, or "
+                       "'fold' them into the next user turn for chat templates that take a system message only "
+                       "first. Unset: kept, and folded once the backend refuses them.")
     @click.option("--reasoning-effort", envvar="CLAUDE_PROXY_REASONING_EFFORT", default="off", show_default=True,
                   type=click.Choice(REASONING_EFFORT_CHOICES),
                   help="Send reasoning_effort: 'auto' derives it from the request's thinking settings; "

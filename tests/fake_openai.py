@@ -9,7 +9,8 @@ the answer from the conversation, so real clients (the SDKs, Claude Code) can ru
 * the last message is a tool result → a text answer quoting it
 * otherwise → ``Hello from <model>! You said: ...``
 
-Model names pick quirks and faults: ``*gemini*`` (tool calls without index), ``*ollama*`` (whole tool calls in one
+Model names pick quirks and faults: ``*qwen3*`` (a chat template that takes a system message only first: 400,
+or with ``500`` in the name an HTTP 500 as Ollama answers), ``*gemini*`` (tool calls without index), ``*ollama*`` (whole tool calls in one
 chunk, no usage), ``*small*`` (8192 output tokens max), ``cut-*`` (stream dies mid-answer), ``status-<N>-*``
 (answers HTTP N), ``html-*`` (an HTML 502 page), ``nodone-*`` (no [DONE]), ``hang-*`` (never answers),
 ``stall-*`` (three chunks, then silence), ``silent-<s>`` (silent for s seconds after the first chunk),
@@ -114,6 +115,10 @@ class FakeOpenAI(LoopbackServer):
         msgs = body.get("messages")
         if not isinstance(msgs, list) or not msgs:
             raise Reject("[] is too short - 'messages'", "messages")
+        if "qwen3" in body["model"].lower() and any(m.get("role") == "system" for m in msgs[1:]):
+            # Qwen 3's chat template raises this; vLLM, SGLang and current llama.cpp answer 400, Ollama and older
+            # llama.cpp servers an HTTP 500 with the template's error (model names with "500").
+            raise Reject("System message must be at the beginning.", None, 500 if "500" in body["model"] else 400)
         owed: list[str] = []
         for i, m in enumerate(msgs):
             role = m.get("role")
