@@ -36,6 +36,7 @@ import base64
 import codecs
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -1360,6 +1361,42 @@ def fold_system_turns(payload: dict) -> dict:
         else:
             out.append({"role": "user", "content": "\n\n".join(held)})
     return {**payload, "messages": out}
+
+
+_NINE_ALNUM = re.compile(r"[a-zA-Z0-9]{9}")
+_BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def nine_char_id(tool_id: str) -> str:
+    """A tool-call id as Mistral wants it (exactly 9 of ``[a-zA-Z0-9]``): the same for a call and its result,
+    computed, not stored. An id already of that form is its own, so the backend's own ids survive the round
+    trip through the client."""
+    if _NINE_ALNUM.fullmatch(tool_id):
+        return tool_id
+    number = int.from_bytes(hashlib.sha256(tool_id.encode()).digest()[:8], "big")
+    return "".join(_BASE62[(number // 62 ** i) % 62] for i in range(9))
+
+
+def with_nine_char_ids(payload: dict) -> dict:
+    """``payload`` with every tool-call id, in calls and in results, made 9 alphanumeric characters."""
+    def message(msg: dict) -> dict:
+        if isinstance(msg.get("tool_call_id"), str):
+            msg = {**msg, "tool_call_id": nine_char_id(msg["tool_call_id"])}
+        if isinstance(msg.get("tool_calls"), list):
+            msg = {**msg, "tool_calls": [{**c, "id": nine_char_id(c["id"])} if isinstance(c, dict) and isinstance(
+                c.get("id"), str) else c for c in msg["tool_calls"]]}
+        return msg
+    return {**payload, "messages": [message(m) for m in _list(payload.get("messages"))]}
+
+
+def without_message_fields(payload: dict, fields: frozenset[str]) -> dict:
+    """``payload`` without the given extension fields in its messages and their tool calls (``reasoning_content``
+    for DeepSeek, ``extra_content`` for Gemini), for servers that validate messages strictly."""
+    def strip(obj: dict) -> dict:
+        return {k: v for k, v in obj.items() if k not in fields}
+    messages = [strip({**m, "tool_calls": [strip(c) if isinstance(c, dict) else c for c in m["tool_calls"]]}
+                      if isinstance(m.get("tool_calls"), list) else m) for m in _list(payload.get("messages"))]
+    return {**payload, "messages": messages}
 
 
 def _with_text_first(msg: dict, text: str) -> dict:
@@ -2865,7 +2902,7 @@ class Upstream:
                     key: str | None) -> aiohttp.ClientResponse:
         """POST with what earlier refusals taught about this backend and model already applied."""
         lesson_key = f"{backend.name}/{payload.get('model', '')}"
-        known = self.lessons.get(lesson_key, Lessons())
+        known = known_lessons(backend.url).merge(self.lessons.get(lesson_key, Lessons()))
         if backend.system_turns == "fold":
             known = known.merge(Lessons(fold_system_turns=True))
         payload = known.apply(cap_output_tokens(payload, backend.max_tokens))
@@ -2962,13 +2999,16 @@ class Lessons:
     dropped: frozenset[str] = frozenset()  # parameters it refused
     adaptive_thinking: bool = False  # it refused thinking.type "enabled" (newer Claude models)
     fold_system_turns: bool = False  # its chat template takes a system message only first
+    nine_char_ids: bool = False  # it takes tool-call ids of exactly 9 alphanumeric characters (Mistral)
+    dropped_fields: frozenset[str] = frozenset()  # message extensions it refused (reasoning_content, …)
     why: str = ""
     lasting: bool = True  # False: true of this request only (an output limit left by this prompt's length)
 
     def merge(self, other: Lessons) -> Lessons:
         return Lessons(min(filter(None, (self.max_tokens, other.max_tokens)), default=None),
                        self.dropped | other.dropped, self.adaptive_thinking or other.adaptive_thinking,
-                       self.fold_system_turns or other.fold_system_turns, other.why)
+                       self.fold_system_turns or other.fold_system_turns, self.nine_char_ids or other.nine_char_ids,
+                       self.dropped_fields | other.dropped_fields, other.why)
 
     def apply(self, payload: dict) -> dict:
         if self.dropped & payload.keys():
@@ -2979,13 +3019,20 @@ class Lessons:
                 **(payload.get("output_config") or {}), "effort": effort_for_budget(thinking.get("budget_tokens"))}}
         if self.fold_system_turns:
             payload = fold_system_turns(payload)
+        if self.nine_char_ids:
+            payload = with_nine_char_ids(payload)
+        if self.dropped_fields:
+            payload = without_message_fields(payload, self.dropped_fields)
         return cap_output_tokens(payload, self.max_tokens)
 
     def describe(self) -> str:
         return "; ".join(filter(None, (f"with at most {self.max_tokens} output tokens" if self.max_tokens else "",
                                        f"without {', '.join(sorted(self.dropped))}" if self.dropped else "",
                                        "with adaptive thinking" if self.adaptive_thinking else "",
-                                       "with system turns folded into user turns" if self.fold_system_turns else "")))
+                                       "with system turns folded into user turns" if self.fold_system_turns else "",
+                                       "with 9-character tool-call ids" if self.nine_char_ids else "",
+                                       f"without the message field {', '.join(sorted(self.dropped_fields))}"
+                                       if self.dropped_fields else "")))
 
 
 def _learn_max_tokens(text: str, payload: dict) -> Lessons | None:
@@ -3040,9 +3087,48 @@ def _learn_system_turns(text: str, payload: dict) -> Lessons | None:
     return None
 
 
+_TOOL_ID_REFUSAL = re.compile(r"tool.?call.?id.{0,120}(?:length of 9|9 characters|a-z, ?A-Z, ?0-9)",
+                              re.IGNORECASE | re.DOTALL)
+
+
+def _learn_tool_ids(text: str, payload: dict) -> Lessons | None:
+    """Mistral: "Tool call id was toolu_01… but must be a-z, A-Z, 0-9, with a length of 9." """
+    if _TOOL_ID_REFUSAL.search(text):
+        return Lessons(nine_char_ids=True, why="it takes tool-call ids of 9 alphanumeric characters only")
+    return None
+
+
+MESSAGE_EXTENSIONS = ("reasoning_content", "extra_content")  # fields the proxy adds to messages for some backends
+
+
+def _learn_message_fields(text: str, payload: dict) -> Lessons | None:
+    """A strict server refusing a message extension: "property 'reasoning_content' is unsupported", or pydantic's
+    "Extra inputs are not permitted" at ("body", "messages", 1, "reasoning_content")."""
+    if not _REFUSED_WORDING.search(text):
+        return None
+    sent = json_dumps(payload.get("messages"))
+    for name in MESSAGE_EXTENSIONS:
+        if f'"{name}"' in sent and re.search(rf"(?<![\w.]){name}(?!\w)", text):
+            return Lessons(dropped_fields=frozenset({name}), why=f"{name} in messages refused")
+    return None
+
+
+# Backends known, before any refusal, to want what others would refuse: (URL pattern, lesson).
+KNOWN_BACKENDS = ((re.compile(r"(?:^|[/.])api\.mistral\.ai(?:[:/]|$)"), Lessons(nine_char_ids=True)),)
+
+
+@functools.lru_cache(maxsize=256)
+def known_lessons(url: str) -> Lessons:
+    lessons = Lessons()
+    for pattern, lesson in KNOWN_BACKENDS:
+        if pattern.search(url):
+            lessons = lessons.merge(lesson)
+    return lessons
+
+
 # Per backend dialect, the refusals that are fixed by retrying, tried in this order.
 REFUSALS = {
-    "openai": (_learn_max_tokens, _learn_system_turns, _refused_parameter(
+    "openai": (_learn_max_tokens, _learn_system_turns, _learn_tool_ids, _learn_message_fields, _refused_parameter(
         ("stream_options", "reasoning_effort", "parallel_tool_calls", "temperature", "top_p", "stop"))),
     "anthropic": (_learn_max_tokens, _refused_parameter(("temperature", "top_p", "top_k")),
                   _learn_adaptive_thinking),

@@ -9,7 +9,8 @@ the answer from the conversation, so real clients (the SDKs, Claude Code) can ru
 * the last message is a tool result → a text answer quoting it
 * otherwise → ``Hello from <model>! You said: ...``
 
-Model names pick quirks and faults: ``*qwen3*`` (a chat template that takes a system message only first: 400,
+Model names pick quirks and faults: ``*mistral*`` (tool-call ids must be 9 alphanumeric characters, Mistral's
+400 otherwise), ``*strict-fields*`` (a 422 for ``reasoning_content``/``extra_content`` in messages), ``*qwen3*`` (a chat template that takes a system message only first: 400,
 or with ``500`` in the name an HTTP 500 as Ollama answers), ``*gemini*`` (tool calls without index), ``*ollama*`` (whole tool calls in one
 chunk, no usage), ``*small*`` (8192 output tokens max), ``cut-*`` (stream dies mid-answer), ``status-<N>-*``
 (answers HTTP N), ``html-*`` (an HTML 502 page), ``nodone-*`` (no [DONE]), ``hang-*`` (never answers),
@@ -62,9 +63,10 @@ def openai_error(status: int, message: str, type_: str = "invalid_request_error"
 
 
 class Reject(Exception):
-    def __init__(self, message: str, param: str | None = None, status: int = 400, code: Any = None):
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: Any = None,
+                 body: dict | None = None):
         super().__init__(message)
-        self.status, self.param, self.code = status, param, code
+        self.status, self.param, self.code, self.body = status, param, code, body  # body: another server's shape
 
 
 class LoopbackServer:
@@ -119,6 +121,7 @@ class FakeOpenAI(LoopbackServer):
             # Qwen 3's chat template raises this; vLLM, SGLang and current llama.cpp answer 400, Ollama and older
             # llama.cpp servers an HTTP 500 with the template's error (model names with "500").
             raise Reject("System message must be at the beginning.", None, 500 if "500" in body["model"] else 400)
+        self._provider_rules(body["model"].lower(), msgs)
         owed: list[str] = []
         for i, m in enumerate(msgs):
             role = m.get("role")
@@ -191,6 +194,26 @@ class FakeOpenAI(LoopbackServer):
             path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
             raise Reject(f"Invalid value for '{path}': {error.message}", path or None)
 
+    def _provider_rules(self, model: str, msgs: list) -> None:
+        """Mistral takes tool-call ids of exactly 9 alphanumeric characters; servers that validate messages
+        strictly (pydantic, extra="forbid") refuse the extension fields other backends want."""
+        if "mistral" in model:
+            for m in msgs:
+                ids = [c.get("id") for c in m.get("tool_calls") or []] + [m.get("tool_call_id")] * ("tool_call_id" in m)
+                for tool_id in ids:
+                    if not re.fullmatch(r"[a-zA-Z0-9]{9}", str(tool_id)):
+                        message = f"Tool call id was {tool_id} but must be a-z, A-Z, 0-9, with a length of 9."
+                        raise Reject(message, body={"object": "error", "message": message,
+                                                    "type": "invalid_request_error", "param": None, "code": None})
+        if "strict-fields" in model:
+            for i, m in enumerate(msgs):
+                for name in ("reasoning_content", "extra_content"):
+                    places = [m] + [c for c in m.get("tool_calls") or [] if isinstance(c, dict)]
+                    if any(name in place for place in places):
+                        raise Reject("Extra inputs are not permitted", status=422, body={"detail": [{
+                            "type": "extra_forbidden", "loc": ["body", "messages", i, name],
+                            "msg": "Extra inputs are not permitted", "input": "…"}]})
+
     def _check_text_content(self, content: Any, i: int, text_only: bool) -> None:
         if isinstance(content, str):
             return
@@ -242,7 +265,8 @@ class FakeOpenAI(LoopbackServer):
             if "THINK:" in user_text:
                 reasoning = "Let me think about this carefully."
             for n, m in enumerate(re.finditer(r"TOOL_CALL:([A-Za-z0-9_-]+):(\{.*?\})(?=\s|$)", user_text)):
-                calls.append({"id": f"call_{n}_{int(time.time() * 1000) % 100000}", "name": m.group(1),
+                calls.append({"id": f"c{n}{int(time.time() * 1000) % 10000000:07d}" if "mistral" in body["model"].lower()
+                              else f"call_{n}_{int(time.time() * 1000) % 100000}", "name": m.group(1),
                               "arguments": m.group(2)})
             images = sum(1 for m in msgs if isinstance(m.get("content"), list)
                          for p in m["content"] if p.get("type") == "image_url")
@@ -287,6 +311,8 @@ class FakeOpenAI(LoopbackServer):
         try:
             self.validate(body)
         except Reject as exc:
+            if exc.body is not None:
+                return web.json_response(exc.body, status=exc.status)
             return openai_error(exc.status, str(exc), param=exc.param, code=exc.code)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             return openai_error(400, f"Invalid request: {exc}")

@@ -4,6 +4,8 @@ SGLang and current llama.cpp; HTTP 500 on Ollama). The fake backend answers the 
 
 from __future__ import annotations
 
+import re
+
 import anthropic
 import pytest
 
@@ -75,3 +77,56 @@ def test_system_turns_in_the_config_file(tmp_path):
     path.write_text("[[backends]]\nname = 'local'\nurl = 'localhost:8000/v1'\nsystem_turns = 'merge'\n")
     with pytest.raises(cp.ConfigFileError, match="proxy.toml:4: system_turns: expected one of keep, fold"):
         cp.load_config_file(str(path))
+
+
+# ---- provider rules: Mistral's tool-call ids, strict servers' message fields -------------------------------
+
+LOOP = [{"role": "user", "content": "read it"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "The file first.", "signature": ""},
+            {"type": "tool_use", "id": "toolu_01AbCdEfGhIjKlMnOp", "name": "Read", "input": {"path": "/x"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01AbCdEfGhIjKlMnOp",
+                                      "content": "file body"}]}]
+READ = [{"name": "Read", "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}}]
+
+
+def loop(proxy, stream: bool = False) -> anthropic.types.Message:
+    kw = {"model": "claude-sonnet-5", "max_tokens": 100, "messages": LOOP, "tools": READ}
+    if stream:
+        with client(proxy).messages.stream(**kw) as s:
+            return s.get_final_message()
+    return client(proxy).messages.create(**kw)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_mistral_tool_call_ids_are_made_nine_characters_on_refusal_and_remembered(make_proxy, backend, stream):
+    proxy = make_proxy(model="mistral-large-latest")
+    assert "file body" in loop(proxy, stream).content[0].text
+    sent = backend.requests[1]["messages"]
+    assert len(backend.requests) == 2 and sent[1]["tool_calls"][0]["id"] == sent[2]["tool_call_id"]
+    assert re.fullmatch(r"[a-zA-Z0-9]{9}", sent[2]["tool_call_id"])
+    loop(proxy, stream)
+    assert len(backend.requests) == 3 and backend.requests[2]["messages"][2]["tool_call_id"] == sent[2]["tool_call_id"]
+
+
+def test_mistral_api_gets_nine_character_ids_up_front():
+    lessons = cp.known_lessons("https://api.mistral.ai/v1")
+    assert lessons.nine_char_ids and not cp.known_lessons("https://api.openai.com/v1").nine_char_ids
+    payload = lessons.apply({"model": "m", "messages": [
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "r"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "abc123XYZ", "type": "function", "function": {}}]},
+        {"role": "tool", "tool_call_id": "abc123XYZ", "content": "r"}]})
+    ids = [payload["messages"][0]["tool_calls"][0]["id"], payload["messages"][1]["tool_call_id"]]
+    assert ids[0] == ids[1] != "call_1" and re.fullmatch(r"[a-zA-Z0-9]{9}", ids[0])
+    assert payload["messages"][3]["tool_call_id"] == "abc123XYZ"  # the backend's own ids survive the round trip
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_message_fields_a_strict_server_refuses_are_left_out_and_remembered(make_proxy, backend, stream):
+    proxy = make_proxy(model="local-strict-fields")
+    assert "file body" in loop(proxy, stream).content[0].text
+    refused, accepted = backend.requests[0]["messages"][1], backend.requests[1]["messages"][1]
+    assert refused["reasoning_content"] == "The file first." and "reasoning_content" not in accepted
+    loop(proxy, stream)
+    assert len(backend.requests) == 3 and "reasoning_content" not in backend.requests[2]["messages"][1]
