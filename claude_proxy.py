@@ -31,6 +31,7 @@ translators are ``OpenAIToAnthropicStream`` and ``AnthropicToOpenAIStream``, SSE
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import codecs
@@ -1413,21 +1414,48 @@ def _with_text_last(msg: dict, text: str) -> dict:
     return {**msg, "content": f"{content}\n\n{text}" if content else text}
 
 
+UNPARSED_ARGUMENTS = "_unparsed_arguments"  # the key that carries arguments no repair could read
+_CODE_FENCE = re.compile(r"^\s*```[\w-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+
+
 def _parse_tool_arguments(args: Any) -> dict:
-    """Tool arguments as an object. Empty means ``{}``; truncated JSON is closed rather than lost."""
+    """Tool arguments as an object, repaired the ways models get them wrong: a Markdown fence around the JSON,
+    an object encoded twice as a string, a Python dict (single quotes, True/False/None), trailing commas, JSON
+    the model stopped writing half-way (closed rather than lost). Empty means ``{}``. What no repair can read is
+    passed on under ``_unparsed_arguments``, never dropped: the client's own check then tells the model."""
     if isinstance(args, dict):
         return args
     if not isinstance(args, str) or not args.strip():
         return {}
+    fenced = _CODE_FENCE.match(args)
+    text = fenced.group(1) if fenced else args
+    for attempt in (_as_json, _as_python_literal, _repair_json):
+        value = attempt(text)
+        if isinstance(value, str) and value.strip().startswith("{"):  # an object encoded twice
+            value = _as_json(value)
+        if isinstance(value, dict):
+            return value
+        if value is not None and attempt is _as_json:
+            return {"value": value}
+    return {UNPARSED_ARGUMENTS: args}
+
+
+def _as_json(text: str) -> Any:
     try:
-        value = json_loads(args)
-        return value if isinstance(value, dict) else {"value": value}
+        return json_loads(text)
     except ValueError:
-        pass
-    repaired = _repair_json(args)
-    if repaired is not None:
-        return repaired
-    return {}
+        return None
+
+
+def _as_python_literal(text: str) -> Any:
+    """``{'file_path': '/x', 'limit': None}``: a model writing Python instead of JSON. Only literals are read."""
+    if not text.lstrip().startswith("{") or len(text) > 1_000_000:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, dict) and all(isinstance(k, str) for k in value) else None
 
 
 def _repair_json(text: str) -> dict | None:
@@ -2268,7 +2296,19 @@ class ToolCallAssembler:
                                       "backend_id": call_id, "name": None, "args": []}
         call["name"] = call["name"] or name  # some backends send the id first and the name later
         if args:
-            call["args"].append(args)
+            self._add_arguments(call, args)
+
+    @staticmethod
+    def _add_arguments(call: dict, args: str) -> None:
+        """Some servers repeat the whole argument string so far in every chunk instead of sending the next piece:
+        told by the second piece starting with the first, and then each piece replaces the last."""
+        parts = call["args"]
+        if len(parts) == 1 and call.get("cumulative") is None:
+            call["cumulative"] = len(parts[0]) >= 2 and len(args) > len(parts[0]) and args.startswith(parts[0])
+        if call.get("cumulative") and args.startswith(parts[-1]):
+            parts[-1] = args
+        else:
+            parts.append(args)
 
     def complete(self) -> list[dict]:
         """Every call as ``{"id", "name", "arguments"}`` (a JSON object's text), in order; then none are left."""

@@ -10,7 +10,8 @@ the answer from the conversation, so real clients (the SDKs, Claude Code) can ru
 * otherwise → ``Hello from <model>! You said: ...``
 
 Model names pick quirks and faults: ``*mistral*`` (tool-call ids must be 9 alphanumeric characters, Mistral's
-400 otherwise), ``*strict-fields*`` (a 422 for ``reasoning_content``/``extra_content`` in messages), ``*qwen3*`` (a chat template that takes a system message only first: 400,
+400 otherwise), ``*strict-fields*`` (a 422 for ``reasoning_content``/``extra_content`` in messages), ``*pyargs*`` (tool
+arguments written as a Python dict), ``*cumulative*`` (each stream chunk repeats the whole arguments so far), ``*qwen3*`` (a chat template that takes a system message only first: 400,
 or with ``500`` in the name an HTTP 500 as Ollama answers), ``*gemini*`` (tool calls without index), ``*ollama*`` (whole tool calls in one
 chunk, no usage), ``*small*`` (8192 output tokens max), ``cut-*`` (stream dies mid-answer), ``status-<N>-*``
 (answers HTTP N), ``html-*`` (an HTML 502 page), ``nodone-*`` (no [DONE]), ``hang-*`` (never answers),
@@ -265,9 +266,12 @@ class FakeOpenAI(LoopbackServer):
             if "THINK:" in user_text:
                 reasoning = "Let me think about this carefully."
             for n, m in enumerate(re.finditer(r"TOOL_CALL:([A-Za-z0-9_-]+):(\{.*?\})(?=\s|$)", user_text)):
+                arguments = m.group(2)
+                if "pyargs" in body["model"]:  # a model writing its arguments as a Python dict
+                    arguments = repr(json.loads(arguments))
                 calls.append({"id": f"c{n}{int(time.time() * 1000) % 10000000:07d}" if "mistral" in body["model"].lower()
                               else f"call_{n}_{int(time.time() * 1000) % 100000}", "name": m.group(1),
-                              "arguments": m.group(2)})
+                              "arguments": arguments})
             images = sum(1 for m in msgs if isinstance(m.get("content"), list)
                          for p in m["content"] if p.get("type") == "image_url")
             text = "" if calls else f"Hello from {body['model']}! You said: {user_text.strip()[-80:]}"
@@ -400,7 +404,10 @@ class FakeOpenAI(LoopbackServer):
             else:
                 frames.append(chunk({"tool_calls": [{"index": n, "id": call["id"], "type": "function",
                                                      "function": {"name": call["name"], "arguments": ""}}]}))
-                for piece in re.findall(r".{1,5}", call["arguments"], re.DOTALL):
+                pieces = re.findall(r".{1,5}", call["arguments"], re.DOTALL)
+                if "cumulative" in model:  # every chunk repeats the whole argument string so far
+                    pieces = ["".join(pieces[:k + 1]) for k in range(len(pieces))]
+                for piece in pieces:
                     frames.append(chunk({"tool_calls": [{"index": n, "function": {"arguments": piece}}]}))
         frames.append(chunk({}, "tool_calls" if ans["calls"] else "stop"))
         usage = {"prompt_tokens": ans["prompt_tokens"], "completion_tokens": ans["completion_tokens"],

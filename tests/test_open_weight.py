@@ -130,3 +130,21 @@ def test_message_fields_a_strict_server_refuses_are_left_out_and_remembered(make
     assert refused["reasoning_content"] == "The file first." and "reasoning_content" not in accepted
     loop(proxy, stream)
     assert len(backend.requests) == 3 and "reasoning_content" not in backend.requests[2]["messages"][1]
+
+
+# ---- tool arguments that are not quite JSON --------------------------------------------------------------
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["local-pyargs", "local-cumulative", "local-pyargs-cumulative"])
+def test_arguments_as_python_dicts_or_repeated_in_every_chunk_still_run_the_tool(make_proxy, backend, model,
+                                                                                 stream):
+    kw = {"model": "claude-sonnet-5", "max_tokens": 100, "tools": READ, "messages": [
+        {"role": "user", "content": 'TOOL_CALL:Read:{"path":"/etc/hosts","limit":null,"all":true}'}]}
+    proxy = make_proxy(model=model)
+    if stream:
+        with client(proxy).messages.stream(**kw) as s:
+            message = s.get_final_message()
+    else:
+        message = client(proxy).messages.create(**kw)
+    assert message.stop_reason == "tool_use"
+    assert message.content[-1].input == {"path": "/etc/hosts", "limit": None, "all": True}

@@ -283,7 +283,8 @@ def test_tool_call_assembler_keys_fragments_and_completes_whole_calls():
     assert calls[:3] == [{"id": "call_1", "name": "f", "arguments": '{"x":1}'},
                          {"id": "call_2", "name": "g", "arguments": "{}"},
                          {"id": "call_3", "name": "h", "arguments": '{"cut":"hal"}'}]
-    assert calls[3]["name"] == "k" and calls[3]["arguments"] == "{}" and calls[3]["id"].startswith("toolu_")
+    assert calls[3]["name"] == "k" and calls[3]["id"].startswith("toolu_")
+    assert calls[3]["arguments"] == '{"_unparsed_arguments":"not jsonmore"}'  # passed on, never dropped
     assert len(calls) == 4
     b = ToolCallAssembler()
     b.feed({"id": "x"})
@@ -378,3 +379,34 @@ def test_fragments_under_a_reused_index_continue_the_latest_call():
     a.feed({"index": 0, "id": "b", "function": {"name": "g", "arguments": '{"y":'}})
     a.feed({"index": 0, "function": {"arguments": "2}"}})
     assert [(call["name"], call["arguments"]) for call in a.complete()] == [("f", '{"x":1}'), ("g", '{"y":2}')]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('```json\n{"file_path": "/x"}\n```', {"file_path": "/x"}),
+    ('"{\\"file_path\\": \\"/x\\"}"', {"file_path": "/x"}),
+    ("{'file_path': '/x', 'limit': None, 'all': True}", {"file_path": "/x", "limit": None, "all": True}),
+    ('{"file_path": "/x",}', {"file_path": "/x"}),
+    ('{"file_path": "/x', {"file_path": "/x"}),
+    ("no arguments here", {"_unparsed_arguments": "no arguments here"}),
+])
+def test_tool_arguments_that_are_not_quite_json_are_repaired_or_passed_on(text, expected):
+    chunks = [c({"tool_calls": [{"index": 0, "id": "t1", "function": {"name": "Read", "arguments": text}}]}),
+              c({}, "tool_calls")]
+    assert final(run(chunks)).content[0].input == expected
+    import claude_proxy as cp
+    whole = cp.openai_to_anthropic_response({"choices": [{"finish_reason": "tool_calls", "message": {
+        "tool_calls": [{"id": "t1", "function": {"name": "Read", "arguments": text}}]}}]}, "m")
+    assert whole["content"][0]["input"] == expected
+
+
+def test_chunks_that_repeat_the_whole_arguments_so_far():
+    pieces = ['{"file', '{"file_path": "/', '{"file_path": "/etc/hosts"}']
+    chunks = [c({"tool_calls": [{"index": 0, "id": "t1", "function": {"name": "Read", "arguments": p}}]})
+              for p in pieces] + [c({}, "tool_calls")]
+    assert final(run(chunks)).content[0].input == {"file_path": "/etc/hosts"}
+
+
+def test_arguments_that_come_only_with_the_finish_reason():
+    chunks = [c({"tool_calls": [{"index": 0, "id": "t1", "function": {"name": "Read", "arguments": ""}}]}),
+              c({"tool_calls": [{"index": 0, "function": {"arguments": '{"file_path": "/x"}'}}]}, "tool_calls")]
+    assert final(run(chunks)).content[0].input == {"file_path": "/x"}

@@ -43,7 +43,7 @@ def test_tool_results_grouped_first_and_orphans_and_missing_fixed():
         {"role": "user", "content": "and?"},
         {"role": "tool", "tool_call_id": "zzz", "content": "orphan"}])
     asst, usr = out["messages"][1], out["messages"][2]
-    assert asst["content"][1]["input"] == {}
+    assert asst["content"][1]["input"] == {"_unparsed_arguments": "not json"}  # kept, never dropped
     assert [b["type"] for b in usr["content"]] == ["tool_result", "tool_result", "text", "text"]
     assert usr["content"][1] == {"type": "tool_result", "tool_use_id": "b", "content": "(no result)"}
     assert "orphan" in usr["content"][3]["text"]
