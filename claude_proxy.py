@@ -591,6 +591,7 @@ class ProxyError(Exception):
         # Whether the same request may succeed if sent again (SDKs read x-should-retry): not for a proxy bug or
         # an answer the backend will shape the same way next time.
         self.retryable = status in (408, 429) or status >= 500 if retryable is None else retryable
+        self.overflow: tuple[int | None, int | None] | None = None  # (prompt, window): the context is too small
 
     def anthropic_body(self, request_id: str | None = None) -> dict:
         body: dict[str, Any] = {"type": "error", "error": {"type": self.kind, "message": self.message}}
@@ -599,6 +600,12 @@ class ProxyError(Exception):
         return body
 
     def openai_body(self) -> dict:
+        if self.overflow is not None:  # OpenAI's own words, which OpenAI clients know
+            prompt, window = self.overflow
+            message = (f"This model's maximum context length is {window} tokens. However, your messages resulted "
+                       f"in {prompt} tokens." if prompt and window else self.message)
+            return {"error": {"message": message, "type": "invalid_request_error", "param": "messages",
+                              "code": "context_length_exceeded"}}
         return {"error": {"message": self.message, "type": OPENAI_ERROR_TYPES.get(self.kind, self.kind),
                           "param": None, "code": self.kind}}
 
@@ -645,9 +652,50 @@ def _backend_message(body: str) -> str:
     return text[:500]
 
 
+# A prompt longer than the context window, as each server words it: (pattern, group of the prompt's tokens,
+# group of the window). OpenAI (twice), vLLM and DeepSeek (twice), Gemini, Anthropic, llama.cpp's error fields.
+_OVERFLOW_NUMBERS = (
+    (re.compile(r"maximum context length is (\d+) tokens\. However, your messages resulted in (\d+) tokens", re.IGNORECASE), 2, 1),
+    (re.compile(r"configured limit of (\d+) tokens\.?\s*Your messages resulted in (\d+) tokens", re.IGNORECASE), 2, 1),
+    (re.compile(r"maximum context length is (\d+) tokens.*?\((\d+) in the messages", re.IGNORECASE | re.DOTALL), 2, 1),
+    (re.compile(r"maximum context length is (\d+) tokens.{0,40}?request has (\d+) input tokens", re.IGNORECASE | re.DOTALL), 2, 1),
+    (re.compile(r"input token count \((\d+)\) exceeds the maximum number of tokens allowed \((\d+)\)", re.IGNORECASE), 1, 2),
+    (re.compile(r"prompt is too long[^0-9]*(\d+)\s*tokens?\s*>\s*(\d+)", re.IGNORECASE), 1, 2),
+    (re.compile(r"n_prompt_tokens\W+(\d+).*?n_ctx\W+(\d+)", re.IGNORECASE | re.DOTALL), 1, 2),
+)
+# The general shapes, for servers that word it their own way.
+_OVERFLOW_WORDING = re.compile(r"context[_ ]length[_ ]exceeded|exceed_context_size|maximum context length|context "
+                               r"(?:window|size|length) (?:exceeded|is too small)|exceeds? the (?:available )?"
+                               r"context|prompt is too long|too many (?:input |prompt )?tokens|input tokens exceed|"
+                               r"input token count", re.IGNORECASE)
+
+
+def context_overflow(text: str) -> tuple[int | None, int | None] | None:
+    """(prompt tokens, context window) when ``text`` says the prompt alone does not fit, with what numbers it
+    gives; None otherwise, including a prompt that fits with only ``max_tokens`` too large."""
+    for pattern, prompt_group, window_group in _OVERFLOW_NUMBERS:
+        m = pattern.search(text)
+        if m:
+            prompt, window = int(m.group(prompt_group)), int(m.group(window_group))
+            return (prompt, window) if prompt >= window else None
+    return (None, None) if _OVERFLOW_WORDING.search(text) else None
+
+
+def prompt_too_long(prompt: int | None, window: int | None, detail: str) -> ProxyError:
+    r"""Anthropic's own overflow error, which Claude Code recovers from by compacting the conversation: it reads
+    both numbers with ``/prompt is too long[^0-9]*(\d+)\s*tokens?\s*>\s*(\d+)/i``."""
+    numbers = f": {prompt} tokens > {window} maximum" if prompt and window else ""
+    error = ProxyError(400, f"prompt is too long{numbers} ({detail})", "invalid_request_error")
+    error.overflow = (prompt, window)
+    return error
+
+
 def error_from_backend(status: int, body: str, headers: Any, backend: str) -> ProxyError:
     """Map a non-2xx backend answer to the status and error type Anthropic itself would use."""
     message = _backend_message(body) or f"backend answered HTTP {status} with an empty body"
+    overflow = context_overflow(body) if 400 <= status < 500 else None
+    if overflow is not None:
+        return prompt_too_long(*overflow, f"{message} (backend {backend} answered HTTP {status})")
     message = f"{message} (backend {backend} answered HTTP {status})"
     out_headers = {}
     retry_after = headers.get("retry-after") if headers is not None else None
@@ -1651,14 +1699,18 @@ _LIMIT_PATTERNS = [
     re.compile(r"max(?:imum)?[_ ]tokens?.{0,80}?(?:maximum|max|limit|upper bound)(?: value)?(?: for [`\w]+)?"
                r"(?: is| of)?\s*:?\s*`?(\d+)", re.IGNORECASE),
 ]
-_CONTEXT_PATTERN = re.compile(r"maximum context length is (\d+) tokens.*?\((\d+) in the messages", re.IGNORECASE | re.DOTALL)
+# vLLM and DeepSeek: "maximum context length is N tokens. However, you requested M tokens (X in the messages, Y in
+# the completion)"; vLLM now: "'max_tokens' ... is too large: Y. This model's maximum context length is N tokens
+# and your request has X input tokens". Context minus prompt is what is left for the answer.
+_CONTEXT_PATTERN = re.compile(r"maximum context length is (\d+) tokens(?:.*?\((\d+) in the messages|"
+                              r" and your request has (\d+) input tokens)", re.IGNORECASE | re.DOTALL)
 
 
 def max_tokens_limit_from_error(message: str, requested: int) -> int | None:
     """The output limit a backend names when it refuses ``max_tokens``, if it names one below the request."""
-    m = _CONTEXT_PATTERN.search(message)  # vLLM: context minus prompt is what is left for the answer
+    m = _CONTEXT_PATTERN.search(message)
     if m:
-        limit = int(m.group(1)) - int(m.group(2))
+        limit = int(m.group(1)) - int(m.group(2) or m.group(3))
         return limit if 0 < limit < requested else None
     if not re.search(r"max[_ ]?(?:completion[_ ])?tokens|completion tokens|output tokens", message, re.IGNORECASE):
         return None

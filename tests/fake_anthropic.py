@@ -8,7 +8,7 @@ names and ids, thinking budgets) and answers like it, JSON or SSE, with errors i
 The scripted model: ``TOOL_CALL:<name>:<json>`` markers → tool_use blocks; ``THINK:`` or a thinking request →
 a thinking block with a signature; a last turn of tool results → text quoting them; otherwise a greeting. A
 forced tool (``tool_choice`` type tool) answers with that tool and an input built from its schema.
-Model names pick faults: ``status-<N>-*``, ``overload-mid-*`` (``event: error`` after some text),
+Model names pick faults: ``overflow-*`` (Anthropic's "prompt is too long"), ``status-<N>-*``, ``overload-mid-*`` (``event: error`` after some text),
 ``cut-*`` (connection dropped mid-stream), ``adaptive-only-*`` (refuses ``thinking.type.enabled``).
 Models released after Opus 4.6 (``claude-opus-4-7``/``4-8``, ``*-5``, ``fable``) refuse ``temperature`` other
 than 1, ``top_p`` below 0.99 and any ``top_k``, as the real API does.
@@ -239,6 +239,8 @@ class FakeAnthropic(LoopbackServer):
             return error(400, "invalid_request_error", "There was an error parsing the body")
         self.requests.append(body)
         model = str(body.get("model", ""))
+        if model.startswith("overflow-"):  # the prompt alone exceeds the context window
+            return error(400, "invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum")
         m = re.match(r"status-(\d{3})", model)
         if m:
             status = int(m.group(1))

@@ -9,7 +9,8 @@ the answer from the conversation, so real clients (the SDKs, Claude Code) can ru
 * the last message is a tool result → a text answer quoting it
 * otherwise → ``Hello from <model>! You said: ...``
 
-Model names pick quirks and faults: ``*mistral*`` (tool-call ids must be 9 alphanumeric characters, Mistral's
+Model names pick quirks and faults: ``overflow-<openai|vllm|llamacpp|gemini>`` (that server's answer to a prompt
+longer than its context window), ``*mistral*`` (tool-call ids must be 9 alphanumeric characters, Mistral's
 400 otherwise), ``*strict-fields*`` (a 422 for ``reasoning_content``/``extra_content`` in messages), ``*pyargs*`` (tool
 arguments written as a Python dict), ``*cumulative*`` (each stream chunk repeats the whole arguments so far), ``*qwen3*`` (a chat template that takes a system message only first: 400,
 or with ``500`` in the name an HTTP 500 as Ollama answers), ``*gemini*`` (tool calls without index), ``*ollama*`` (whole tool calls in one
@@ -51,6 +52,21 @@ DEFAULT_LIMIT = 131072
 GEMINI_REJECTED = {"$schema", "additionalProperties", "propertyNames", "const", "exclusiveMinimum",
                    "exclusiveMaximum", "$defs", "definitions", "$ref", "default", "examples", "title"}
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+OVERFLOW_ANSWERS = {  # model "overflow-<server>": (body, status) of each server's context-overflow answer
+    "openai": ({"error": {"message": "This model's maximum context length is 131072 tokens. However, your messages "
+                                     "resulted in 140000 tokens. Please reduce the length of the messages.",
+                          "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}},
+               400),
+    "vllm": ({"object": "error", "message": "This model's maximum context length is 32768 tokens. However, you "
+                                           "requested 40000 tokens (36000 in the messages, 4000 in the completion). "
+                                           "Please reduce the length of the messages or completion.",
+              "type": "BadRequestError", "param": None, "code": 400}, 400),
+    "llamacpp": ({"error": {"code": 400, "message": "the request exceeds the available context size, try increasing "
+                                                     "it", "type": "exceed_context_size_error",
+                            "n_prompt_tokens": 40000, "n_ctx": 32768}}, 400),
+    "gemini": ([{"error": {"code": 400, "message": "The input token count (1200000) exceeds the maximum number of "
+                                                   "tokens allowed (1048576).", "status": "INVALID_ARGUMENT"}}], 400),
+}
 # The request schema of OpenAI's own OpenAPI description (tests/data/openai-chat-request.schema.json says where it
 # comes from): every body the proxy sends is checked against it.
 with open(Path(__file__).parent / "data" / "openai-chat-request.schema.json", encoding="utf-8") as _fh:
@@ -305,6 +321,9 @@ class FakeOpenAI(LoopbackServer):
             headers = {"retry-after": "0"} if status == 429 else None
             return openai_error(status, f"Injected failure {status}", "server_error" if status >= 500 else
                                 "rate_limit_error" if status == 429 else "invalid_request_error", headers=headers)
+        if model.startswith("overflow-"):  # the prompt alone exceeds the context window, as each server says it
+            answer, status = OVERFLOW_ANSWERS[model.split("-")[1]]
+            return web.json_response(answer, status=status)
         if model.startswith("html-"):
             return web.Response(status=502, content_type="text/html",
                                 text="<html><head><title>502 Bad Gateway</title></head><body><center>"

@@ -148,3 +148,49 @@ def test_arguments_as_python_dicts_or_repeated_in_every_chunk_still_run_the_tool
         message = client(proxy).messages.create(**kw)
     assert message.stop_reason == "tool_use"
     assert message.content[-1].input == {"path": "/etc/hosts", "limit": None, "all": True}
+
+
+# ---- context overflow becomes the error Claude Code recovers from ------------------------------------------
+
+CLAUDE_CODE_READS = re.compile(r"prompt is too long[^0-9]*(\d+)\s*tokens?\s*>\s*(\d+)", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("server,numbers", [("openai", (140000, 131072)), ("vllm", (36000, 32768)),
+                                            ("llamacpp", (40000, 32768)), ("gemini", (1200000, 1048576))])
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_servers_overflow_is_anthropics_prompt_is_too_long(make_proxy, server, numbers, stream):
+    proxy = make_proxy(model=f"overflow-{server}")
+    kw = {"model": "claude-sonnet-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(anthropic.BadRequestError) as info:
+        if stream:
+            with client(proxy).messages.stream(**kw) as s:
+                s.get_final_message()
+        else:
+            client(proxy).messages.create(**kw)
+    assert info.value.status_code == 400 and info.value.body["error"]["type"] == "invalid_request_error"
+    m = CLAUDE_CODE_READS.search(info.value.body["error"]["message"])
+    assert m and (int(m.group(1)), int(m.group(2))) == numbers
+
+
+def test_a_prompt_that_fits_with_too_large_a_max_tokens_is_still_retried_smaller():
+    """vLLM's current wording is a max_tokens case, not an overflow."""
+    text = ("'max_tokens' or 'max_completion_tokens' is too large: 5000. This model's maximum context length is "
+            "32768 tokens and your request has 31000 input tokens (5000 > 32768 - 31000).")
+    assert cp.context_overflow(text) is None and cp.max_tokens_limit_from_error(text, 5000) == 1768
+
+
+def test_openai_clients_get_openais_context_length_exceeded(make_proxy, loop_thread):
+    import openai
+    from fake_anthropic import FakeAnthropic
+    fake = FakeAnthropic(key="k")
+    loop_thread.run(fake.start())
+    try:
+        proxy = make_proxy(backend="anthropic", url=f"127.0.0.1:{fake.port}", api_key="k", model="overflow-x")
+        oclient = openai.OpenAI(base_url=proxy.url + "/v1", api_key="x", max_retries=0, timeout=10)
+        with pytest.raises(openai.BadRequestError) as info:
+            oclient.chat.completions.create(model="claude-x", messages=[{"role": "user", "content": "hi"}])
+        assert info.value.code == "context_length_exceeded"
+        assert "maximum context length is 200000 tokens. However, your messages resulted in 215000 tokens" in str(
+            info.value)
+    finally:
+        loop_thread.run(fake.stop())
