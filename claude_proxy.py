@@ -240,7 +240,7 @@ SERVER_SETTINGS = {
     "log_level": Setting("choice", choices=LOG_LEVELS), "proxy_keys": Setting("list", secret=True),
     "cors_origins": Setting("list"), "drain_timeout": Setting("float", 0), "ping_interval": Setting("float", 0.01),
     "max_connections": Setting("int", 1), "allow_url_routing": Setting("list"), "workers": Setting("int", 1, 256),
-    "system_turns": Setting("choice", choices=SYSTEM_TURNS),
+    "system_turns": Setting("choice", choices=SYSTEM_TURNS), "context_window": Setting("int", 1),
     "model": Setting("str"), "haiku_model": Setting("str"), "sonnet_model": Setting("str"),
     "opus_model": Setting("str"),
 }
@@ -248,6 +248,7 @@ BACKEND_SETTINGS = {
     "name": Setting("str"), "url": Setting("str"), "api_key": Setting("str", secret=True),
     "api_key_env": Setting("str"), "backend": Setting("choice", choices=BACKENDS), "max_tokens": Setting("int", 1),
     "headers": Setting("table", secret=True), "system_turns": Setting("choice", choices=SYSTEM_TURNS),
+    "context_window": Setting("int", 1),
 }
 ROUTE_SETTINGS = {"match": Setting("str"), "backend": Setting("str"), "model": Setting("str"),
                   "fallbacks": Setting("list")}
@@ -263,6 +264,7 @@ class Backend:
     max_tokens: int | None = None
     headers: tuple[tuple[str, str], ...] = ()
     system_turns: str | None = None  # "keep" | "fold" | None: keep until the backend refuses them
+    context_window: int | None = None  # tokens, where known: overflow errors can then always give both numbers
 
     @property
     def chat_url(self) -> str:
@@ -308,7 +310,7 @@ class Routing:
         table = {b.name: b for b in config.backends}
         assert config.url, "normalised by Config before routing is built"
         table.setdefault("default", Backend("default", config.url, config.api_key, config.backend,
-                                            system_turns=config.system_turns))
+                                            system_turns=config.system_turns, context_window=config.context_window))
         default = config.default_backend or "default"
         if default not in table:
             raise ValueError(f"default backend {default!r} is not defined")
@@ -381,6 +383,7 @@ class Config:
     max_connections: int = 1000
     workers: int = 1
     system_turns: str | None = None  # for the flags' backend; [[backends]] entries have their own
+    context_window: int | None = None  # likewise
     backends: tuple[Backend, ...] = ()  # from --config
     routes: tuple[Route, ...] = ()  # from --config
     default_backend: str | None = None  # a --config backend that replaces the flags' one as the default
@@ -529,7 +532,7 @@ def _config_backends(doc: _ConfigText) -> list[Backend]:
         except ValueError as exc:
             raise doc.fail(f"backend {name!r}: {exc}", "backends", i, "url") from None
         backends.append(Backend(name, url, key, b.get("backend", "openai"), b.get("max_tokens"), b.get("headers", ()),
-                                b.get("system_turns")))
+                                b.get("system_turns"), b.get("context_window")))
     return backends
 
 
@@ -592,6 +595,7 @@ class ProxyError(Exception):
         # an answer the backend will shape the same way next time.
         self.retryable = status in (408, 429) or status >= 500 if retryable is None else retryable
         self.overflow: tuple[int | None, int | None] | None = None  # (prompt, window): the context is too small
+        self.overflow_detail = ""
 
     def anthropic_body(self, request_id: str | None = None) -> dict:
         body: dict[str, Any] = {"type": "error", "error": {"type": self.kind, "message": self.message}}
@@ -687,6 +691,7 @@ def prompt_too_long(prompt: int | None, window: int | None, detail: str) -> Prox
     numbers = f": {prompt} tokens > {window} maximum" if prompt and window else ""
     error = ProxyError(400, f"prompt is too long{numbers} ({detail})", "invalid_request_error")
     error.overflow = (prompt, window)
+    error.overflow_detail = detail
     return error
 
 
@@ -3323,6 +3328,7 @@ DIALECT_KEY: Any = _request_key("dialect", str)
 LOG_KEY: Any = _request_key("log", RequestLog)
 URL_ROUTE_KEY: Any = _request_key("url_route", tuple)
 STREAM_KEY: Any = _request_key("stream", web.StreamResponse)  # set once a streamed answer has started
+ESTIMATE_KEY: Any = _request_key("estimate", object)  # the proxy's estimate of the prompt's tokens, made on demand
 
 
 def client_key(request: web.Request) -> str | None:
@@ -3622,6 +3628,15 @@ def request_candidates(request: web.Request, requested: str) -> list[tuple[Backe
     return request.app[CONFIG_KEY].routing.candidates(requested)
 
 
+def with_overflow_numbers(error: ProxyError, backend: Backend, estimate: Any) -> ProxyError:
+    """An overflow the backend told without both numbers, completed from the proxy's own estimate of the prompt
+    and the backend's known context window, so that Claude Code can read them and compact."""
+    if error.overflow is None or all(error.overflow):
+        return error
+    prompt, window = error.overflow
+    return prompt_too_long(prompt or estimate(), window or backend.context_window, error.overflow_detail)
+
+
 async def with_fallbacks(request: web.Request, candidates: list[tuple[Backend, str]], attempt: Any) -> Any:
     """Try ``attempt(backend, model)`` on each candidate in turn. A 429, 5xx or connection failure before the
     first byte reached the client moves on to the next; anything else (a 4xx, or a stream already under way)
@@ -3633,7 +3648,7 @@ async def with_fallbacks(request: web.Request, candidates: list[tuple[Backend, s
             return await attempt(backend, model)
         except ProxyError as exc:
             if i + 1 == len(candidates) or not (exc.status == 429 or exc.status >= 500):
-                raise
+                raise with_overflow_numbers(exc, backend, request[ESTIMATE_KEY]) from None
             nxt = candidates[i + 1]
             log.warning("%s backend %s (%s) failed: %s; falling back to %s (%s)", request[REQUEST_ID_KEY],
                         backend.name, model, exc.message, nxt[0].name, nxt[1])
@@ -3646,6 +3661,7 @@ async def read_model_request(request: web.Request, validate: Any) -> tuple[dict,
     """The body of a /messages or /chat/completions call, validated, with the log line told what was asked."""
     body = await read_json(request)
     validate(body)
+    request[ESTIMATE_KEY] = lambda: count_request_tokens(body)  # Anthropic-shaped or not, a fair count
     rlog = request[LOG_KEY]
     rlog.requested, rlog.stream = body["model"], bool(body.get("stream"))
     return body, rlog
@@ -3950,6 +3966,9 @@ def claude_env(config: Config, base_url: str | None, key: str | None, model: str
     """The environment Claude Code needs to use this proxy."""
     env = {"ANTHROPIC_BASE_URL": (base_url or proxy_base_url(config)).rstrip("/"),
            "ANTHROPIC_API_KEY": key or (config.proxy_keys[0] if config.proxy_keys else "claude_proxy")}
+    window = config.routing.primary.context_window
+    if window:  # so Claude Code compacts before the backend's window is full (it reads 100000 to 1000000)
+        env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] = str(min(max(window, 100_000), 1_000_000))
     if model:
         env["ANTHROPIC_MODEL"] = model
     if small_model:
@@ -4248,6 +4267,9 @@ def _build_cli():  # click is imported lazily so the module imports without it
     @click.option("--max-tokens", envvar="CLAUDE_PROXY_MAX_TOKENS", default=None, type=click.IntRange(min=1),
                   help="Cap on max_tokens asked of the backend (Claude Code asks for 32k-128k). "
                        "Without it a backend that names its limit in an error is retried with that limit.")
+    @click.option("--context-window", envvar="CLAUDE_PROXY_CONTEXT_WINDOW", default=None, type=click.IntRange(min=1),
+                  help="The backend model's context window in tokens: overflow errors then always carry the numbers "
+                       "Claude Code compacts by, and setup-claude tells Claude Code when to compact.")
     @click.option("--system-turns", envvar="CLAUDE_PROXY_SYSTEM_TURNS", default=None, type=click.Choice(SYSTEM_TURNS),
                   help="System turns inside the conversation (Claude Code sends them): 'keep' them in place, or "
                        "'fold' them into the next user turn for chat templates that take a system message only "
@@ -4349,6 +4371,10 @@ def _build_cli():  # click is imported lazily so the module imports without it
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"wrote {', '.join(env)} to {path}" + (f" (previous file saved as {backup})" if backup else ""))
+        window = config.routing.primary.context_window
+        if window and window < 100_000:
+            click.echo(f"note: Claude Code compacts at 100000 tokens at the earliest; with a {window}-token window "
+                       f"the proxy's 'prompt is too long' answer is what makes it compact in time")
         if not shutil.which("claude"):
             click.echo("Claude Code is not installed here; install it with: npm install -g @anthropic-ai/claude-code")
         else:

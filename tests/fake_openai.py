@@ -9,7 +9,7 @@ the answer from the conversation, so real clients (the SDKs, Claude Code) can ru
 * the last message is a tool result → a text answer quoting it
 * otherwise → ``Hello from <model>! You said: ...``
 
-Model names pick quirks and faults: ``overflow-<openai|vllm|llamacpp|gemini>`` (that server's answer to a prompt
+Model names pick quirks and faults: ``overflow-<openai|vllm|llamacpp|gemini|plain>`` (that server's answer to a prompt
 longer than its context window), ``*mistral*`` (tool-call ids must be 9 alphanumeric characters, Mistral's
 400 otherwise), ``*strict-fields*`` (a 422 for ``reasoning_content``/``extra_content`` in messages), ``*pyargs*`` (tool
 arguments written as a Python dict), ``*cumulative*`` (each stream chunk repeats the whole arguments so far), ``*qwen3*`` (a chat template that takes a system message only first: 400,
@@ -66,6 +66,8 @@ OVERFLOW_ANSWERS = {  # model "overflow-<server>": (body, status) of each server
                             "n_prompt_tokens": 40000, "n_ctx": 32768}}, 400),
     "gemini": ([{"error": {"code": 400, "message": "The input token count (1200000) exceeds the maximum number of "
                                                    "tokens allowed (1048576).", "status": "INVALID_ARGUMENT"}}], 400),
+    "plain": ({"error": {"message": "The prompt exceeds the context window of this model.", "type": "invalid_request_error",
+                         "param": None, "code": None}}, 400),
 }
 # The request schema of OpenAI's own OpenAPI description (tests/data/openai-chat-request.schema.json says where it
 # comes from): every body the proxy sends is checked against it.

@@ -194,3 +194,30 @@ def test_openai_clients_get_openais_context_length_exceeded(make_proxy, loop_thr
             info.value)
     finally:
         loop_thread.run(fake.stop())
+
+
+def test_an_overflow_without_numbers_gets_the_estimate_and_the_configured_window(make_proxy):
+    body = {"model": "claude-sonnet-5", "max_tokens": 100, "messages": [{"role": "user", "content": "word " * 3000}]}
+    with pytest.raises(anthropic.BadRequestError) as info:
+        client(make_proxy(model="overflow-plain", context_window=2048)).messages.create(**body)
+    m = CLAUDE_CODE_READS.search(info.value.body["error"]["message"])
+    assert m and int(m.group(2)) == 2048 and int(m.group(1)) == cp.count_request_tokens(body)
+    with pytest.raises(anthropic.BadRequestError) as info:  # no window known: no numbers, never made up
+        client(make_proxy(model="overflow-plain")).messages.create(**body)
+    message = info.value.body["error"]["message"]
+    assert message.startswith("prompt is too long (") and not CLAUDE_CODE_READS.search(message)
+
+
+def test_setup_claude_tells_claude_code_the_window(tmp_path):
+    import json
+    import subprocess
+    import sys
+    settings = tmp_path / "settings.json"
+    out = subprocess.run([sys.executable, cp.__file__, "--context-window", "131072", "setup-claude", "--settings",
+                          str(settings)], capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(settings.read_text())["env"]["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "131072"
+    out = subprocess.run([sys.executable, cp.__file__, "--context-window", "32768", "setup-claude", "--settings",
+                          str(settings)], capture_output=True, text=True, timeout=30, check=False)
+    assert json.loads(settings.read_text())["env"]["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "100000"
+    assert "prompt is too long" in out.stdout
