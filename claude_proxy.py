@@ -3277,6 +3277,7 @@ async def _read_error_body(resp: aiohttp.ClientResponse) -> str:
 CONFIG_KEY = web.AppKey("config", Config)
 UPSTREAM_KEY = web.AppKey("upstream", Upstream)
 MODELS_CACHE_KEY = web.AppKey("models_cache", dict)
+WINDOWS_KEY = web.AppKey("windows", dict)  # (backend, model) → context window it reports, or None
 MODEL_CREATED = 1735689600  # 2025-01-01T00:00:00Z: model lists need a date, and the proxy has none to give
 MODELS_TTL = 300.0
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
@@ -3628,13 +3629,56 @@ def request_candidates(request: web.Request, requested: str) -> list[tuple[Backe
     return request.app[CONFIG_KEY].routing.candidates(requested)
 
 
-def with_overflow_numbers(error: ProxyError, backend: Backend, estimate: Any) -> ProxyError:
+async def with_overflow_numbers(request: web.Request, error: ProxyError, backend: Backend, model: str) -> ProxyError:
     """An overflow the backend told without both numbers, completed from the proxy's own estimate of the prompt
-    and the backend's known context window, so that Claude Code can read them and compact."""
+    and the context window (configured, else as the backend reports it), so that Claude Code can read them and
+    compact."""
     if error.overflow is None or all(error.overflow):
         return error
     prompt, window = error.overflow
-    return prompt_too_long(prompt or estimate(), window or backend.context_window, error.overflow_detail)
+    window = window or backend.context_window or await reported_window(request, backend, model)
+    return prompt_too_long(prompt or request[ESTIMATE_KEY](), window, error.overflow_detail)
+
+
+# Where OpenAI-compatible servers report a model's context window: an entry of GET {url}/models (vLLM's
+# max_model_len, OpenRouter's context_length), else llama.cpp's GET /props.
+WINDOW_FIELDS = ("max_model_len", "context_length", "context_window")
+
+
+async def reported_window(request: web.Request, backend: Backend, model: str) -> int | None:
+    """The model's context window as the backend reports it; asked only when an overflow answer lacks it, and
+    remembered."""
+    cache = request.app[WINDOWS_KEY]
+    if (backend.name, model) in cache or backend.dialect != "openai":
+        return cache.get((backend.name, model))
+    upstream = request.app[UPSTREAM_KEY]
+    headers = upstream.openai_headers(backend, backend_key(request, backend), False)
+    window = None
+    for url in (backend.url + "/models", backend.url.removesuffix("/v1") + "/props"):
+        data = await _get_json(upstream, url, headers)
+        if url.endswith("/models"):
+            entry = next((m for m in _list(data.get("data") if isinstance(data, dict) else data)
+                          if isinstance(m, dict) and m.get("id") == model), {})
+            window = next((token_count(entry.get(f)) for f in WINDOW_FIELDS if token_count(entry.get(f))), None)
+        elif isinstance(data, dict):
+            settings = data.get("default_generation_settings")
+            window = token_count((settings if isinstance(settings, dict) else data).get("n_ctx"))
+        if window:
+            break
+    if len(cache) >= 1024:
+        cache.clear()
+    cache[(backend.name, model)] = window
+    return window
+
+
+async def _get_json(upstream: Upstream, url: str, headers: dict[str, str]) -> Any:
+    assert upstream.session is not None
+    try:
+        async with upstream.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            return await resp.json(loads=json_loads, content_type=None) if resp.status == 200 else None
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        log.info("backend answer from %s unavailable: %s", redact_url(url), _describe(exc))
+        return None
 
 
 async def with_fallbacks(request: web.Request, candidates: list[tuple[Backend, str]], attempt: Any) -> Any:
@@ -3648,7 +3692,7 @@ async def with_fallbacks(request: web.Request, candidates: list[tuple[Backend, s
             return await attempt(backend, model)
         except ProxyError as exc:
             if i + 1 == len(candidates) or not (exc.status == 429 or exc.status >= 500):
-                raise with_overflow_numbers(exc, backend, request[ESTIMATE_KEY]) from None
+                raise await with_overflow_numbers(request, exc, backend, model) from None
             nxt = candidates[i + 1]
             log.warning("%s backend %s (%s) failed: %s; falling back to %s (%s)", request[REQUEST_ID_KEY],
                         backend.name, model, exc.message, nxt[0].name, nxt[1])
@@ -3911,6 +3955,7 @@ def make_app(config: Config) -> web.Application:
     upstream = Upstream(config)
     app[UPSTREAM_KEY] = upstream
     app[MODELS_CACHE_KEY] = {}
+    app[WINDOWS_KEY] = {}
     app[STATE_KEY] = ServerState()
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:

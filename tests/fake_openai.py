@@ -113,6 +113,7 @@ class FakeOpenAI(LoopbackServer):
     def __init__(self, key: str | None = None, models: set[str] | None = None):
         self.key = key
         self.models = models  # None: any model not starting with "unknown" exists
+        self.n_ctx: int | None = None  # what /props reports (llama.cpp); None: no such endpoint
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.port = 0
@@ -463,12 +464,21 @@ class FakeOpenAI(LoopbackServer):
 
     async def models_list(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
-            {"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}]})
+            {"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"},
+            {"id": "overflow-plain-vllm", "object": "model", "created": 1700000000, "owned_by": "vllm",
+             "max_model_len": 4096}]})  # vLLM reports each model's window
+
+    async def props(self, request: web.Request) -> web.Response:
+        """llama.cpp's server properties, with the context size it was started with (``n_ctx`` set by a test)."""
+        if self.n_ctx is None:
+            return web.Response(status=404, text="File Not Found")
+        return web.json_response({"default_generation_settings": {"n_ctx": self.n_ctx}, "total_slots": 1})
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models_list)
+        app.router.add_get("/props", self.props)
         return app
 
 

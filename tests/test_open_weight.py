@@ -221,3 +221,16 @@ def test_setup_claude_tells_claude_code_the_window(tmp_path):
                           str(settings)], capture_output=True, text=True, timeout=30, check=False)
     assert json.loads(settings.read_text())["env"]["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "100000"
     assert "prompt is too long" in out.stdout
+
+
+@pytest.mark.parametrize("model,window", [("overflow-plain-vllm", 4096), ("overflow-plain-llamacpp", 8192)])
+def test_the_window_the_backend_reports_fills_an_overflow_without_numbers(make_proxy, backend, model, window):
+    """vLLM lists max_model_len per model; llama.cpp reports n_ctx in /props. Asked once, on the overflow."""
+    backend.n_ctx = 8192
+    body = {"model": "claude-sonnet-5", "max_tokens": 100, "messages": [{"role": "user", "content": "word " * 3000}]}
+    proxy = make_proxy(model=model)
+    for _ in range(2):
+        with pytest.raises(anthropic.BadRequestError) as info:
+            client(proxy).messages.create(**body)
+        m = CLAUDE_CODE_READS.search(info.value.body["error"]["message"])
+        assert m and int(m.group(2)) == window
