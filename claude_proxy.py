@@ -1402,7 +1402,9 @@ def fold_system_turns(payload: dict) -> dict:
     out: list[dict] = []
     held: list[str] = []
     for i, msg in enumerate(messages):
-        if msg.get("role") == "system" and i > 0:
+        if not isinstance(msg, dict):  # a pass-through client's mistake is the backend's to refuse
+            out.append(msg)
+        elif msg.get("role") == "system" and i > 0:
             held.append(f"<system-reminder>\n{_content_text(msg.get('content'), 'system')}\n</system-reminder>")
         elif msg.get("role") == "user" and held:
             out.append(_with_text_first(msg, "\n\n".join(held)))
@@ -1433,7 +1435,9 @@ def nine_char_id(tool_id: str) -> str:
 
 def with_nine_char_ids(payload: dict) -> dict:
     """``payload`` with every tool-call id, in calls and in results, made 9 alphanumeric characters."""
-    def message(msg: dict) -> dict:
+    def message(msg: Any) -> Any:
+        if not isinstance(msg, dict):
+            return msg
         if isinstance(msg.get("tool_call_id"), str):
             msg = {**msg, "tool_call_id": nine_char_id(msg["tool_call_id"])}
         if isinstance(msg.get("tool_calls"), list):
@@ -1448,8 +1452,9 @@ def without_message_fields(payload: dict, fields: frozenset[str]) -> dict:
     for DeepSeek, ``extra_content`` for Gemini), for servers that validate messages strictly."""
     def strip(obj: dict) -> dict:
         return {k: v for k, v in obj.items() if k not in fields}
-    messages = [strip({**m, "tool_calls": [strip(c) if isinstance(c, dict) else c for c in m["tool_calls"]]}
-                      if isinstance(m.get("tool_calls"), list) else m) for m in _list(payload.get("messages"))]
+    messages = [m if not isinstance(m, dict) else strip(
+        {**m, "tool_calls": [strip(c) if isinstance(c, dict) else c for c in m["tool_calls"]]}
+        if isinstance(m.get("tool_calls"), list) else m) for m in _list(payload.get("messages"))]
     return {**payload, "messages": messages}
 
 

@@ -234,3 +234,11 @@ def test_the_window_the_backend_reports_fills_an_overflow_without_numbers(make_p
             client(proxy).messages.create(**body)
         m = CLAUDE_CODE_READS.search(info.value.body["error"]["message"])
         assert m and int(m.group(2)) == window
+
+
+def test_lessons_leave_what_is_not_a_message_to_the_backend():
+    """A pass-through client's malformed messages meet a remembered lesson: no exception, the backend says no."""
+    lessons = cp.Lessons(fold_system_turns=True, nine_char_ids=True, dropped_fields=frozenset({"reasoning_content"}))
+    out = lessons.apply({"model": "m", "messages": [5, {"role": "system", "content": "s"}, "x",
+                                                    {"role": "assistant", "tool_calls": [3, {"id": "call_1"}]}]})
+    assert out["messages"][0] == 5 and out["messages"][1] == "x" and out["messages"][2]["tool_calls"][0] == 3
