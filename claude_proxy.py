@@ -1350,8 +1350,9 @@ def validate_messages_request(body: Any, count_only: bool = False) -> None:
 
 
 def anthropic_to_openai_request(body: dict, backend_model: str, max_tokens_cap: int | None = None,
-                                reasoning_effort: str = "off") -> dict:
-    """Translate a validated Anthropic Messages request into an OpenAI Chat Completions request."""
+                                reasoning_effort: str = "off", names: dict[str, str] | None = None) -> dict:
+    """Translate a validated Anthropic Messages request into an OpenAI Chat Completions request. ``names``:
+    ``openai_tool_names(body)``, when the caller has it already."""
     validate_messages_request(body)
     messages: list[dict] = []
     system = body.get("system")
@@ -1359,7 +1360,7 @@ def anthropic_to_openai_request(body: dict, backend_model: str, max_tokens_cap: 
         text = _text_of(system, "system")
         if text:
             messages.append({"role": "system", "content": text})
-    names = openai_tool_names(body)
+    names = openai_tool_names(body) if names is None else names
     _convert_messages(body["messages"], messages, names)
     out: dict[str, Any] = {"model": backend_model, "messages": messages}
     max_tokens = max(1, body["max_tokens"])  # 0 is Anthropic's cache pre-warm; backends need at least 1
@@ -1407,13 +1408,13 @@ def fold_system_turns(payload: dict) -> dict:
         elif msg.get("role") == "system" and i > 0:
             held.append(f"<system-reminder>\n{_content_text(msg.get('content'), 'system')}\n</system-reminder>")
         elif msg.get("role") == "user" and held:
-            out.append(_with_text_first(msg, "\n\n".join(held)))
+            out.append(_with_text(msg, "\n\n".join(held), first=True))
             held = []
         else:
             out.append(msg)
     if held:
         if out and out[-1].get("role") == "user":
-            out[-1] = _with_text_last(out[-1], "\n\n".join(held))
+            out[-1] = _with_text(out[-1], "\n\n".join(held), first=False)
         else:
             out.append({"role": "user", "content": "\n\n".join(held)})
     return {**payload, "messages": out}
@@ -1458,18 +1459,14 @@ def without_message_fields(payload: dict, fields: frozenset[str]) -> dict:
     return {**payload, "messages": messages}
 
 
-def _with_text_first(msg: dict, text: str) -> dict:
+def _with_text(msg: dict, text: str, first: bool) -> dict:
+    """A user message with ``text`` added before (``first``) or after what it says."""
     content = msg.get("content")
     if isinstance(content, list):
-        return {**msg, "content": [{"type": "text", "text": text}] + content}
-    return {**msg, "content": f"{text}\n\n{content}" if content else text}
-
-
-def _with_text_last(msg: dict, text: str) -> dict:
-    content = msg.get("content")
-    if isinstance(content, list):
-        return {**msg, "content": content + [{"type": "text", "text": text}]}
-    return {**msg, "content": f"{content}\n\n{text}" if content else text}
+        part = [{"type": "text", "text": text}]
+        return {**msg, "content": part + content if first else content + part}
+    pieces = [text, content] if first else [content, text]
+    return {**msg, "content": "\n\n".join(p for p in pieces if p)}
 
 
 UNPARSED_ARGUMENTS = "_unparsed_arguments"  # the key that carries arguments no repair could read
@@ -2042,10 +2039,12 @@ def validate_chat_request(body: Any) -> None:
 
 
 def openai_to_anthropic_request(body: dict, backend_model: str, max_tokens_cap: int | None = None,
-                                default_max_tokens: int = DEFAULT_OUTPUT_TOKENS) -> dict:
-    """Translate an OpenAI Chat Completions request into an Anthropic Messages request."""
+                                default_max_tokens: int = DEFAULT_OUTPUT_TOKENS,
+                                names_in: dict[str, str] | None = None) -> dict:
+    """Translate an OpenAI Chat Completions request into an Anthropic Messages request. ``names_in``:
+    ``claude_tool_names(body)``, when the caller has it already."""
     validate_chat_request(body)
-    names_in = claude_tool_names(body)
+    names_in = claude_tool_names(body) if names_in is None else names_in
     system, turns = _openai_conversation(body["messages"], names_in)
     out: dict[str, Any] = {"model": backend_model, "messages": _normalise_turns(turns), "max_tokens": body.get(
         "max_completion_tokens") or body.get("max_tokens") or default_max_tokens}
@@ -3719,13 +3718,14 @@ async def read_model_request(request: web.Request, validate: Any) -> tuple[dict,
 async def handle_messages(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
     body, rlog = await read_model_request(request, validate_messages_request)
+    sent_names = openai_tool_names(body)  # client's tool name → backend's, once for every fallback
+    names = {v: k for k, v in sent_names.items()}  # and back, for the answer
 
     async def attempt(backend: Backend, model: str) -> web.StreamResponse:
         key = backend_key(request, backend)
         if backend.dialect == "anthropic":
             return await passthrough(request, body, backend, model, key)
-        payload = anthropic_to_openai_request(body, model, config.max_tokens, config.reasoning_effort)
-        names = {v: k for k, v in openai_tool_names(body).items()}  # backend's name → client's
+        payload = anthropic_to_openai_request(body, model, config.max_tokens, config.reasoning_effort, sent_names)
         estimate = count_request_tokens(body)
         translator = OpenAIToAnthropicStream(body["model"], estimate, names, body.get("stop_sequences")) \
             if body.get("stream") else None  # made before the backend is asked: nothing can fail between
@@ -3761,13 +3761,14 @@ async def handle_count_tokens(request: web.Request) -> web.Response:
 async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
     body, rlog = await read_model_request(request, validate_chat_request)
+    sent_names = claude_tool_names(body)  # client's function name → backend's, once for every fallback
+    names = {v: k for k, v in sent_names.items()}  # and back, for the answer
 
     async def attempt(backend: Backend, model: str) -> web.StreamResponse:
         key = backend_key(request, backend)
         if backend.dialect == "openai":
             return await passthrough(request, body, backend, model, key)
-        payload = openai_to_anthropic_request(body, model, config.max_tokens)
-        names = {v: k for k, v in claude_tool_names(body).items()}  # backend's name → client's
+        payload = openai_to_anthropic_request(body, model, config.max_tokens, names_in=sent_names)
         json_tool = (payload.get("tool_choice") or {}).get("name") == JSON_TOOL
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         translator = AnthropicToOpenAIStream(body["model"], include_usage, names, json_tool) \
