@@ -3458,6 +3458,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
                    405: f"method {request.method} is not allowed on {request.path}",
                    413: "request body is too large"}.get(exc.status, exc.reason)
         response = error_response(ProxyError(exc.status, message, kind), request)
+    except asyncio.CancelledError:  # the client hung up: the request still gets its log line
+        started = request.get(STREAM_KEY)
+        log.info("%s", rlog.line(request.method, request.path, started.status if started is not None else 499))
+        raise
     except RecursionError:  # input nested deeper than the translators follow
         response = error_response(bad_request("request body is nested too deeply"), request)
     except Exception:  # a bug in the proxy must still answer in the client's dialect
