@@ -251,7 +251,7 @@ BACKEND_SETTINGS = {
     "context_window": Setting("int", 1),
 }
 ROUTE_SETTINGS = {"match": Setting("str"), "backend": Setting("str"), "model": Setting("str"),
-                  "fallbacks": Setting("list")}
+                  "fallbacks": Setting("list"), "context_window": Setting("int", 1)}
 
 
 @dataclass(frozen=True)
@@ -288,6 +288,7 @@ class Route:
     backend: str
     model: str | None = None
     fallbacks: tuple[tuple[str, str | None], ...] = ()
+    context_window: int | None = None  # of ``model`` (or the requested one) on ``backend``; else the backend's
 
     def matches(self, requested: str) -> bool:
         return fnmatch.fnmatchcase(requested.lower(), self.match.lower())
@@ -343,18 +344,24 @@ class Routing:
     def backend_model(self, requested: str) -> str:
         return self.candidates(requested)[0][1]
 
-    def mapped_models(self) -> list[tuple[str, str]]:
-        """(client-facing id, backend model) pairs, for ``/v1/models`` and the start-up line."""
-        out: list[tuple[str, str]] = []
+    def mapped_models(self) -> list[tuple[str, Backend, str]]:
+        """(client-facing id, backend, backend model) for ``/v1/models``: the Claude tier names where a route
+        maps them, and every model a route names."""
+        out: list[tuple[str, Backend, str]] = []
         for name in CLAUDE_TIER_NAMES.values():
-            target = self.backend_model(name)
+            backend, target = self.candidates(name)[0]
             if target != name:
-                out.append((name, target))
+                out.append((name, backend, target))
         for route in self.routes:
-            for model in [route.model] + [m for _, m in route.fallbacks]:
+            for bname, model in [(route.backend, route.model), *route.fallbacks]:
                 if model:
-                    out.append((model, model))
+                    out.append((model, self.backends[bname], model))
         return list(dict.fromkeys(out))
+
+    def window(self, backend: Backend, model: str) -> int | None:
+        """The configured context window of ``model`` on ``backend``: its route's, else the backend's."""
+        return next((r.context_window for r in self.routes if r.context_window and r.backend == backend.name
+                     and (r.model == model if r.model else r.matches(model))), backend.context_window)
 
 
 @dataclass
@@ -551,7 +558,7 @@ def _config_routes(doc: _ConfigText, names: set[str]) -> list[Route]:
                 raise doc.fail(f"route {r['match']!r}: fallback {fb!r} names backend {bname!r}, which is not "
                                f"defined", "routes", i, "fallbacks")
             fallbacks.append((bname, model or None))
-        routes.append(Route(r["match"], r["backend"], r.get("model"), tuple(fallbacks)))
+        routes.append(Route(r["match"], r["backend"], r.get("model"), tuple(fallbacks), r.get("context_window")))
     return routes
 
 
@@ -3644,39 +3651,52 @@ async def with_overflow_numbers(request: web.Request, error: ProxyError, backend
     if error.overflow is None or all(error.overflow):
         return error
     prompt, window = error.overflow
-    window = window or backend.context_window or await reported_window(request, backend, model)
+    window = window or await model_window(request, backend, model)
     return prompt_too_long(prompt or request[ESTIMATE_KEY](), window, error.overflow_detail)
 
 
-# Where OpenAI-compatible servers report a model's context window: an entry of GET {url}/models (vLLM's
-# max_model_len, OpenRouter's context_length), else llama.cpp's GET /props.
-WINDOW_FIELDS = ("max_model_len", "context_length", "context_window")
+async def model_window(request: web.Request, backend: Backend, model: str) -> int | None:
+    """The context window of ``model`` on ``backend``: configured, else as the backend reports it."""
+    return request.app[CONFIG_KEY].routing.window(backend, model) or await reported_window(request, backend, model)
+
+
+# Where servers report a model's context window: an entry of GET {url}/models (vLLM's max_model_len,
+# OpenRouter's context_length, Anthropic's max_input_tokens), else llama.cpp's GET /props.
+WINDOW_FIELDS = ("max_model_len", "context_length", "context_window", "max_input_tokens")
+
+
+def listed_models(data: Any) -> dict[str, int | None]:
+    """Model ids of a model list (OpenAI's, Anthropic's, or a bare list), each with the window it gives."""
+    items = data.get("data") if isinstance(data, dict) else data
+    out: dict[str, int | None] = {}
+    for m in _list(items):
+        name = m.get("id") or m.get("name") if isinstance(m, dict) else None
+        if isinstance(name, str):
+            out[name] = next((token_count(m.get(f)) for f in WINDOW_FIELDS if token_count(m.get(f))), None)
+    return out
+
+
+def remember_windows(request: web.Request, backend: Backend, windows: dict[str, int | None]) -> None:
+    cache = request.app[WINDOWS_KEY]
+    if len(cache) + len(windows) > 4096:  # bounded: a model list can be long, and keys may be forwarded
+        cache.clear()
+    cache.update(((backend.name, m), w) for m, w in windows.items() if w)
 
 
 async def reported_window(request: web.Request, backend: Backend, model: str) -> int | None:
-    """The model's context window as the backend reports it; asked only when an overflow answer lacks it, and
-    remembered."""
+    """The model's context window as the backend reports it; asked once per model, and remembered."""
     cache = request.app[WINDOWS_KEY]
     if (backend.name, model) in cache or backend.dialect != "openai":
         return cache.get((backend.name, model))
     upstream = request.app[UPSTREAM_KEY]
     headers = upstream.openai_headers(backend, backend_key(request, backend), False)
-    window = None
-    for url in (backend.url + "/models", backend.url.removesuffix("/v1") + "/props"):
-        data = await _get_json(upstream, url, headers)
-        if url.endswith("/models"):
-            entry = next((m for m in _list(data.get("data") if isinstance(data, dict) else data)
-                          if isinstance(m, dict) and m.get("id") == model), {})
-            window = next((token_count(entry.get(f)) for f in WINDOW_FIELDS if token_count(entry.get(f))), None)
-        elif isinstance(data, dict):
-            settings = data.get("default_generation_settings")
-            window = token_count((settings if isinstance(settings, dict) else data).get("n_ctx"))
-        if window:
-            break
-    if len(cache) >= 1024:
-        cache.clear()
-    cache[(backend.name, model)] = window
-    return window
+    remember_windows(request, backend, listed_models(await _get_json(upstream, backend.url + "/models", headers)))
+    if cache.get((backend.name, model)) is None:
+        props = await _get_json(upstream, backend.url.removesuffix("/v1") + "/props", headers)
+        settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+        window = token_count((settings if isinstance(settings, dict) else props or {}).get("n_ctx"))
+        cache[(backend.name, model)] = window
+    return cache[(backend.name, model)]
 
 
 async def _get_json(upstream: Upstream, url: str, headers: dict[str, str]) -> Any:
@@ -3904,7 +3924,8 @@ async def handle_url_routed(request: web.Request) -> web.StreamResponse:
 # ---- models and probes ----------------------------------------------------------------------------------
 
 async def upstream_models(request: web.Request) -> list[str]:
-    """Model ids the default backend lists, cached for five minutes per key; [] when it cannot say."""
+    """Model ids the default backend lists, cached for five minutes per key; [] when it cannot say. The windows
+    the list gives are remembered."""
     config = request.app[CONFIG_KEY]
     backend = config.routing.primary
     key = backend_key(request, backend)
@@ -3920,16 +3941,15 @@ async def upstream_models(request: web.Request) -> list[str]:
                                                                                                  None)
     else:
         url, headers = backend.url + "/models", upstream.openai_headers(backend, key, False)
-    ids: list[str] = []
+    listed: dict[str, int | None] = {}
     try:
         async with upstream.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             if resp.status == 200:
-                data = await resp.json(loads=json_loads, content_type=None)
-                items = data.get("data") if isinstance(data, dict) else data
-                found = [m.get("id") or m.get("name") for m in _list(items) if isinstance(m, dict)]
-                ids = [i for i in found if isinstance(i, str)]
-    except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError) as exc:
+                listed = listed_models(await resp.json(loads=json_loads, content_type=None))
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         log.info("backend model list unavailable: %s", _describe(exc))
+    remember_windows(request, backend, listed)
+    ids = list(listed)
     if len(cache) >= 1024:  # one entry per client key when keys are forwarded: keep it bounded
         cache.clear()
     cache[cache_key] = (time.monotonic(), ids)
@@ -3937,14 +3957,25 @@ async def upstream_models(request: web.Request) -> list[str]:
 
 
 async def handle_models(request: web.Request) -> web.Response:
-    config = request.app[CONFIG_KEY]
-    ids = list(dict.fromkeys([client for client, _ in config.routing.mapped_models()] + await upstream_models(request)))
+    """The models clients may ask for, each with its context window where known (Anthropic's
+    ``max_input_tokens``; ``context_length`` for OpenAI clients, as OpenRouter lists it)."""
+    routing = request.app[CONFIG_KEY].routing
+    listed = await upstream_models(request)  # first: it remembers the windows the list gives
+    windows: dict[str, int | None] = {}
+    for client, backend, model in routing.mapped_models():
+        windows.setdefault(client, await model_window(request, backend, model))
+    for model in listed:
+        windows.setdefault(model, routing.window(routing.primary, model) or request.app[WINDOWS_KEY].get(
+            (routing.primary.name, model)))
+    ids = list(windows)
     if request[DIALECT_KEY] == "openai":
-        owner = "anthropic" if config.routing.primary.dialect == "anthropic" else "claude_proxy"
+        owner = "anthropic" if routing.primary.dialect == "anthropic" else "claude_proxy"
         return web.json_response({"object": "list", "data": [
-            {"id": i, "object": "model", "created": MODEL_CREATED, "owned_by": owner} for i in ids]}, dumps=json_dumps)
+            {"id": i, "object": "model", "created": MODEL_CREATED, "owned_by": owner}
+            | ({"context_length": windows[i]} if windows[i] else {}) for i in ids]}, dumps=json_dumps)
     created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(MODEL_CREATED))
-    data = [{"type": "model", "id": i, "display_name": i, "created_at": created_at} for i in ids]
+    data = [{"type": "model", "id": i, "display_name": i, "created_at": created_at, "lifecycle": "active"}
+            | ({"max_input_tokens": windows[i]} if windows[i] else {}) for i in ids]
     return web.json_response({"data": data, "has_more": False, "first_id": ids[0] if ids else None,
                               "last_id": ids[-1] if ids else None}, dumps=json_dumps)
 
@@ -4016,14 +4047,21 @@ def proxy_base_url(config: Config) -> str:
     return f"http://{host if ':' not in host else '[' + host + ']'}:{config.port}"
 
 
+def configured_window(config: Config, model: str | None) -> int | None:
+    """The configured window of the model Claude Code will ask for (its Sonnet by default)."""
+    return config.routing.window(*config.routing.candidates(model or CLAUDE_TIER_NAMES["sonnet"])[0])
+
+
 def claude_env(config: Config, base_url: str | None, key: str | None, model: str | None = None,
                small_model: str | None = None) -> dict[str, str]:
     """The environment Claude Code needs to use this proxy."""
     env = {"ANTHROPIC_BASE_URL": (base_url or proxy_base_url(config)).rstrip("/"),
            "ANTHROPIC_API_KEY": key or (config.proxy_keys[0] if config.proxy_keys else "claude_proxy")}
-    window = config.routing.primary.context_window
-    if window:  # so Claude Code compacts before the backend's window is full (it reads 100000 to 1000000)
+    window = configured_window(config, model)
+    if window:  # so Claude Code compacts before the backend's window is full: it reads the first for every
+        # model name, from 100000 to 1000000 only; the second exactly, for names that do not start with claude-
         env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] = str(min(max(window, 100_000), 1_000_000))
+        env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] = str(window)
     if model:
         env["ANTHROPIC_MODEL"] = model
     if small_model:
@@ -4426,10 +4464,12 @@ def _build_cli():  # click is imported lazily so the module imports without it
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"wrote {', '.join(env)} to {path}" + (f" (previous file saved as {backup})" if backup else ""))
-        window = config.routing.primary.context_window
-        if window and window < 100_000:
-            click.echo(f"note: Claude Code compacts at 100000 tokens at the earliest; with a {window}-token window "
-                       f"the proxy's 'prompt is too long' answer is what makes it compact in time")
+        window = configured_window(config, claude_model)
+        if window and window < 100_000 and (claude_model or "claude-").lower().startswith("claude-"):
+            click.echo(f"note: for a Claude model name Claude Code compacts at 100000 tokens at the earliest; with a "
+                       f"{window}-token window the proxy's 'prompt is too long' answer is what makes it compact in "
+                       f"time. Name the backend's model instead (--claude-model MODEL) and Claude Code reads the "
+                       f"window exactly.")
         if not shutil.which("claude"):
             click.echo("Claude Code is not installed here; install it with: npm install -g @anthropic-ai/claude-code")
         else:

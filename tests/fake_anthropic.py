@@ -314,8 +314,10 @@ class FakeAnthropic(LoopbackServer):
         if self.key is not None and request.headers.get("x-api-key") != self.key:
             return error(401, "authentication_error", "invalid x-api-key")
         ids = ["claude-opus-4-8", "claude-sonnet-4-5", "claude-haiku-4-5"]
-        return web.json_response({"data": [{"type": "model", "id": i, "display_name": i,
-                                            "created_at": "2025-09-29T00:00:00Z"} for i in ids],
+        return web.json_response({"data": [{"type": "model", "id": i, "display_name": i,  # the API since Mar 2026
+                                            "created_at": "2025-09-29T00:00:00Z", "lifecycle": "active",
+                                            "max_input_tokens": 1000000 if "opus" in i else 200000,
+                                            "max_tokens": 128000 if "opus" in i else 64000} for i in ids],
                                   "has_more": False, "first_id": ids[0], "last_id": ids[-1]})
 
     def app(self) -> web.Application:

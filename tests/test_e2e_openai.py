@@ -305,6 +305,8 @@ def test_models_in_both_dialects(oproxy, claude_backend):
     amodels = anthropic.Anthropic(base_url=oproxy.url, api_key="x").models.list()
     assert amodels.data[0].type == "model" and "claude-haiku-4-5" in [m.id for m in amodels.data]
     assert claude_backend.paths.count("/v1/models?limit=1000") == 1  # asked once, then served from the cache
+    windows = {m["id"]: m.get("context_length") for m in listing["data"]}
+    assert windows["claude-opus-4-8"] == 1000000 and windows["claude-haiku-4-5"] == 200000  # as the backend lists
 
 
 # ---- pass-through -------------------------------------------------------------------------------------

@@ -219,8 +219,13 @@ def test_setup_claude_tells_claude_code_the_window(tmp_path):
     assert json.loads(settings.read_text())["env"]["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "131072"
     out = subprocess.run([sys.executable, cp.__file__, "--context-window", "32768", "setup-claude", "--settings",
                           str(settings)], capture_output=True, text=True, timeout=30, check=False)
-    assert json.loads(settings.read_text())["env"]["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "100000"
+    env = json.loads(settings.read_text())["env"]
+    assert env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "100000" and env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "32768"
     assert "prompt is too long" in out.stdout
+    out = subprocess.run([sys.executable, cp.__file__, "--context-window", "32768", "setup-claude", "--settings",
+                          str(settings), "--claude-model", "qwen3-coder"], capture_output=True, text=True,
+                         timeout=30, check=False)
+    assert out.returncode == 0 and "prompt is too long" not in out.stdout  # Claude Code reads 32768 exactly
 
 
 @pytest.mark.parametrize("model,window", [("overflow-plain-vllm", 4096), ("overflow-plain-llamacpp", 8192)])
@@ -242,3 +247,47 @@ def test_lessons_leave_what_is_not_a_message_to_the_backend():
     out = lessons.apply({"model": "m", "messages": [5, {"role": "system", "content": "s"}, "x",
                                                     {"role": "assistant", "tool_calls": [3, {"id": "call_1"}]}]})
     assert out["messages"][0] == 5 and out["messages"][1] == "x" and out["messages"][2]["tool_calls"][0] == 3
+
+
+def windows_listed(proxy) -> tuple[dict, dict]:
+    """{id: window} as the Anthropic and the OpenAI front doors list them (through the official SDKs)."""
+    import openai
+    amodels = anthropic.Anthropic(base_url=proxy.url, api_key="k").models.list().data
+    omodels = openai.OpenAI(base_url=proxy.url + "/v1", api_key="k").models.list().data
+    return ({m.id: m.max_input_tokens for m in amodels},
+            {m.id: (m.model_extra or {}).get("context_length") for m in omodels})
+
+
+@pytest.mark.parametrize("model,window", [("overflow-plain-vllm", 4096), ("fake-model", 8192)])
+def test_models_list_shows_the_window_the_backend_reports(make_proxy, backend, model, window):
+    """vLLM's max_model_len for the listed model; llama.cpp's /props n_ctx for a model its list gives none."""
+    backend.n_ctx = 8192
+    anthropic_ids, openai_ids = windows_listed(make_proxy(model=model))
+    assert anthropic_ids["claude-sonnet-4-5"] == anthropic_ids["claude-opus-4-1"] == window
+    assert openai_ids["claude-sonnet-4-5"] == window
+    assert anthropic_ids["overflow-plain-vllm"] == 4096  # as listed, whatever the mapping
+
+
+def test_models_list_shows_the_configured_window_per_backend_and_route(make_proxy, backend, tmp_path):
+    anthropic_ids, openai_ids = windows_listed(make_proxy(context_window=32768))
+    assert anthropic_ids["claude-haiku-4-5"] == openai_ids["claude-haiku-4-5"] == 32768
+    assert anthropic_ids["overflow-plain-vllm"] == 32768  # what is configured wins over what the server lists
+    toml = tmp_path / "proxy.toml"
+    toml.write_text(f'''
+[[backends]]
+name = "local"
+url = "http://127.0.0.1:{backend.port}/v1"
+context_window = 65536
+
+[[routes]]
+match = "*haiku*"
+backend = "local"
+model = "small-model"
+context_window = 16384
+''')
+    config = cp.Config(**cp.load_config_file(str(toml)))
+    local = config.routing.backends["local"]
+    assert config.routing.window(local, "small-model") == 16384 and config.routing.window(local, "big") == 65536
+    anthropic_ids, _ = windows_listed(make_proxy(model=None, **cp.load_config_file(str(toml))))
+    assert anthropic_ids["claude-haiku-4-5"] == anthropic_ids["small-model"] == 16384
+    assert anthropic_ids["fake-model"] == 65536  # listed by the backend: the backend's window

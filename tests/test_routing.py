@@ -78,7 +78,7 @@ def test_config_file_loads_backends_routes_and_server(tmp_path, monkeypatch):
                                                ("claude", "claude-haiku-4-5-20251001")]
     assert config.routing.candidates("claude-opus-4-8")[0][0].name == "deepseek"
     assert config.routing.primary.name == "deepseek"  # the first backend replaces the flags' default
-    assert ("small", "small") in config.routing.mapped_models()
+    assert ("small", config.routing.backends["fast"], "small") in config.routing.mapped_models()
 
 
 @pytest.mark.parametrize("text,fragment,line", [
