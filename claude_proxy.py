@@ -1548,6 +1548,287 @@ def _repair_json(text: str) -> dict | None:
     return None
 
 
+# ---- tool calls written as text -----------------------------------------------------------------------
+# When a server's tool parser is off or does not know the model (vLLM without --enable-auto-tool-choice,
+# llama.cpp without --jinja, an Ollama template without tools, LM Studio), the model's call arrives as text in its
+# family's markup. Each entry: the marker that opens it, the one that closes it (None: it runs to the end of the
+# answer), and the reader of what lies between.
+
+def _hermes_glm_or_qwen_coder(body: str) -> list[tuple[str, Any]] | None:
+    """``<tool_call>`` bodies: Hermes/Qwen JSON, Qwen3-Coder ``<function=…>``, or GLM ``NAME<arg_key>…``."""
+    body = body.strip()
+    if body.startswith("{"):
+        return _json_calls(body)
+    if body.startswith("<function="):
+        return _qwen_coder_calls(body)
+    glm = _GLM_CALL.fullmatch(body)
+    if glm is None:
+        return None
+    return [(glm.group(1).strip(), _GLM_ARG.findall(glm.group(2)))]
+
+
+_GLM_CALL = re.compile(r"([^<>\n{}]+?)\s*((?:<arg_key>.*?</arg_key>\s*<arg_value>.*?</arg_value>\s*)*)", re.DOTALL)
+_GLM_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
+_QWEN_CODER_CALL = re.compile(r"<function=([^>\n]+)>(.*?)(?:</function>|$)", re.DOTALL)
+_QWEN_CODER_PARAM = re.compile(r"<parameter=([^>\n]+)>(.*?)(?:</parameter>|(?=<parameter=)|$)", re.DOTALL)
+
+
+def _qwen_coder_calls(body: str) -> list[tuple[str, Any]] | None:
+    calls = [(name.strip(), [(k.strip(), v.removeprefix("\n").removesuffix("\n"))
+                             for k, v in _QWEN_CODER_PARAM.findall(params)])
+             for name, params in _QWEN_CODER_CALL.findall(body)]
+    return calls or None
+
+
+def _json_calls(body: str) -> list[tuple[str, Any]] | None:
+    """JSON calls: one object, a list of them, or several one after another (Llama 3 separates them with ``;``);
+    each ``{"name": …, "arguments" | "parameters": …}``."""
+    values = _json_values(body)
+    if values is None:
+        values = [_as_python_literal(body.strip())]
+    items = values[0] if len(values) == 1 and isinstance(values[0], list) else values
+    calls = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            return None
+        calls.append((item["name"], item.get("arguments", item.get("parameters", {}))))
+    return calls or None
+
+
+_JSON_DECODER = json.JSONDecoder()
+
+
+def _json_values(text: str, separators: str = " \t\r\n;,") -> list[Any] | None:
+    """The JSON values ``text`` holds one after another (separated by nothing but ``separators``), or None."""
+    values: list[Any] = []
+    at = 0
+    while True:
+        while at < len(text) and text[at] in separators:
+            at += 1
+        if at == len(text):
+            return values or None
+        try:
+            value, at = _JSON_DECODER.raw_decode(text, at)
+        except ValueError:
+            return None
+        values.append(value)
+
+
+def _bare_calls(body: str) -> list[tuple[str, Any]] | None:
+    """Calls whose markers a server stripped as special tokens: ``NAME{…}`` one after another (Mistral v11 and
+    later), ``functions.NAME:0{…}`` (Kimi K2)."""
+    calls, at = [], 0
+    while at < len(body):
+        head = _BARE_CALL_HEAD.match(body, at)
+        if head is None:
+            return None
+        try:
+            args, at = _JSON_DECODER.raw_decode(body, head.end())
+        except ValueError:
+            return None
+        calls.append((head.group(1), args))
+        at = len(body) if not body[at:].strip() else at
+    return calls or None
+
+
+_BARE_CALL_HEAD = re.compile(r"\s*(?:functions\.)?([\w.-]+?)(?::\d+)?(?=\{)")
+
+
+def _mistral_calls(body: str) -> list[tuple[str, Any]] | None:
+    """After ``[TOOL_CALLS]``: a JSON list (before v11), or ``NAME[ARGS]{…}`` per call (v11 and later; the
+    marker repeats before each, and ``[CALL_ID]…`` may precede ``[ARGS]``)."""
+    if body.lstrip().startswith("["):
+        return _json_calls(body.strip())
+    calls = []
+    for part in body.split("[TOOL_CALLS]"):
+        name, sep, args = part.partition("[ARGS]")
+        if not sep:
+            return None
+        calls.append((name.partition("[CALL_ID]")[0].strip(), args.strip()))
+    return calls
+
+
+def _kimi_calls(body: str) -> list[tuple[str, Any]] | None:
+    """``<|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>{…}<|tool_call_end|>`` per call."""
+    calls = [(re.sub(r"^functions\.|:\d+$", "", call_id.strip()), args)
+             for call_id, args in _KIMI_CALL.findall(body)]
+    return calls or None
+
+
+_KIMI_CALL = re.compile(r"(?:<\|tool_call_begin\|>)?\s*([^<|]+?)\s*<\|tool_call_argument_begin\|>(.*?)"
+                        r"(?:<\|tool_call_end\|>|$)", re.DOTALL)
+
+
+def _deepseek_calls(body: str) -> list[tuple[str, Any]] | None:
+    """V3: ``<｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME`` and a fenced JSON body; V3.1 and later:
+    ``<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{…}``. Each ends with ``<｜tool▁call▁end｜>``."""
+    calls = []
+    for head, rest in _DEEPSEEK_CALL.findall(body):
+        if head.strip() == "function":
+            name, _, args = rest.partition("\n")
+            calls.append((name.strip(), args))
+        else:
+            calls.append((head.strip(), rest))
+    return calls or None
+
+
+_DEEPSEEK_CALL = re.compile(r"\s*(?:<｜tool▁call▁begin｜>)?(.*?)<｜tool▁sep｜>(.*?)(?:<｜tool▁call▁end｜>|$)", re.DOTALL)
+
+Markup = tuple[str, str | None, Callable[[str], list[tuple[str, Any]] | None]]
+TEXT_CALL_MARKUP: tuple[Markup, ...] = (
+    ("<tool_call>", "</tool_call>", _hermes_glm_or_qwen_coder),  # Hermes, Qwen 2.5/3, Qwen3-Coder, GLM 4.5+
+    ("<function=", "</function>", _qwen_coder_calls),  # Qwen3-Coder without its <tool_call> wrapper
+    ("[TOOL_CALLS]", None, _mistral_calls),  # Mistral
+    ("<|python_tag|>", None, _json_calls),  # Llama 3
+    ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", _kimi_calls),  # Kimi K2
+    ("<|tool_call_section_begin|>", "<|tool_call_section_end|>", _kimi_calls),  # (newer templates)
+    ("<|tool_call_begin|>", "<|tool_call_end|>", _kimi_calls),  # Kimi K2, the section markers stripped
+    ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", _deepseek_calls),  # DeepSeek V3 and later
+    ("<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", _deepseek_calls),
+)
+# Llama 3: an answer that is nothing but {"name": …, "parameters": …}; also a bare list of such calls (Mistral's,
+# its marker stripped as a special token). And an answer that starts with an offered tool's name and "{".
+_WHOLE_MESSAGE: Markup = ("", None, _json_calls)
+_BARE_MESSAGE: Markup = ("", None, _bare_calls)
+_MARKUP_FIRST_CHARS = frozenset(start[0] for start, _, _ in TEXT_CALL_MARKUP)
+
+
+class TextToolCalls:
+    """Finds tool calls a model wrote as text (see TEXT_CALL_MARKUP) in an answer that arrives piece by piece.
+
+    ``feed(text)`` and, when the answer's text is over, ``flush()`` return ("text", str) and ("call", fragment)
+    items, the fragment shaped like an OpenAI tool call. Text before markup flows as it comes; a possible start of
+    markup is held back only until it is decided, and markup only until it closes. Markup whose calls name a tool
+    that was not offered is text, as it was written. ``offered`` maps each offered tool's name to its parameters'
+    JSON schema, which types the values of the formats that write them as strings (Qwen3-Coder, GLM)."""
+
+    def __init__(self, offered: dict[str, Any]):
+        self.offered = offered
+        self.held = ""
+        self.markup: Markup | None = None  # the markup being read, if any
+        self.at_start = True  # nothing but whitespace so far: the whole answer may be one JSON call
+        self.after_call = False  # whitespace right after a call is not text
+
+    def feed(self, text: str) -> list[tuple[str, Any]]:
+        self.held += text
+        out: list[tuple[str, Any]] = []
+        while self.held:
+            if self.markup is not None:
+                start, end, _ = self.markup
+                close = self.held.find(end, len(start)) if end else -1
+                if close < 0:
+                    break
+                out += self._decide(self.held[:close + len(end or "")])
+                self.held = self.held[close + len(end or ""):]
+                continue
+            if self.after_call or self.at_start:
+                stripped = self.held.lstrip()
+                if not stripped:
+                    break
+                whole = self._whole_message(stripped) if self.at_start else False
+                if whole is None:
+                    break  # the start of a marker, or of a whole-message call: not decided yet
+                if isinstance(whole, tuple):
+                    self.markup, self.held = whole, stripped
+                    continue
+                if self.after_call:
+                    self.held = stripped
+                self.at_start = self.after_call = False
+            out += self._text_until_markup()
+            if self.markup is None:
+                break
+        return out
+
+    def _whole_message(self, head: str) -> Markup | bool | None:
+        """Whether an answer that begins with ``head`` is one call (the reader for it), is not (False), or
+        cannot be told yet (None)."""
+        if any(m[0].startswith(head) for m in TEXT_CALL_MARKUP):
+            return None
+        if head[0] in "{[":
+            return False if any(head.startswith(m[0]) for m in TEXT_CALL_MARKUP) else _WHOLE_MESSAGE
+        bare = _BARE_CALL_HEAD.match(head)
+        if bare and bare.group(1) in self.offered:
+            return _BARE_MESSAGE
+        name = re.match(r"(?:functions\.)?([\w.-]*)(?::\d*)?$", head) if len(head) < 100 else None
+        if name and ("functions.".startswith(head) or any(n.startswith(name.group(1)) for n in self.offered)):
+            return None
+        return False
+
+    def _text_until_markup(self) -> list[tuple[str, Any]]:
+        """Pass on the text before the first markup (or before a possible start of one at the end)."""
+        held = self.held
+        if not _MARKUP_FIRST_CHARS.intersection(held):
+            self.held = ""
+            return [("text", held)]
+        found = [(held.find(m[0]), m) for m in TEXT_CALL_MARKUP if m[0] in held]
+        if found:
+            at, self.markup = min(found, key=lambda f: f[0])
+        else:
+            at = next((i for i in range(max(0, len(held) - 30), len(held))
+                       if any(m[0].startswith(held[i:]) for m in TEXT_CALL_MARKUP)), len(held))
+        self.held = held[at:]
+        return [("text", held[:at])] if at else []
+
+    def flush(self) -> list[tuple[str, Any]]:
+        """The answer's text is over: what is held back, as what it turned out to be."""
+        held, self.held = self.held, ""
+        out = self._decide(held) if self.markup is not None else [("text", held.strip() if self.after_call else held)]
+        self.at_start = self.after_call = False
+        return [item for item in out if item[1]]
+
+    def _decide(self, markup: str) -> list[tuple[str, Any]]:
+        """Markup read to its end: the calls it holds when they name offered tools, else the text it is."""
+        start, end, read = self.markup or _WHOLE_MESSAGE
+        self.markup = None
+        body = markup[len(start):len(markup) - len(end or "")] if end and markup.endswith(end) else markup[len(
+            start):]
+        calls = read(body)
+        if not calls or not all(isinstance(n, str) and n in self.offered for n, _ in calls):
+            self.at_start = False
+            return [("text", markup)]
+        self.after_call = True
+        return [("call", {"function": {"name": name, "arguments": self._arguments(name, args)}})
+                for name, args in calls]
+
+    def _arguments(self, name: str, args: Any) -> Any:
+        """Arguments as the assembler takes them: JSON text or an object; key/value pairs typed by the schema."""
+        if not isinstance(args, list):
+            return args if isinstance(args, (str, dict)) else json_dumps(args)
+        schema = self.offered.get(name)
+        props = schema.get("properties") if isinstance(schema, dict) else None
+        return {key: _typed_value(value, (props or {}).get(key)) for key, value in args}
+
+
+def _typed_value(text: str, schema: Any) -> Any:
+    """A parameter value written as text, as the type its schema asks for: a string where it asks for one (or
+    names no type), else the JSON (or Python literal) it reads as; the text itself when it reads as nothing."""
+    kinds = schema.get("type") if isinstance(schema, dict) else None
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "string" in kinds or kinds == [None]:
+        return text
+    value = _as_json(text.strip())
+    if value is None and text.strip() in ("True", "False", "None"):
+        value = {"True": True, "False": False, "None": None}[text.strip()]
+    elif value is None:
+        value = _as_python_literal(text.strip())
+    return text if value is None and text.strip() not in ("null", "None") else value
+
+
+def take_text_tool_calls(text: str, offered: dict[str, Any]) -> tuple[str, list[dict]]:
+    """A whole answer's text without the tool calls written in it, and those calls (as OpenAI tool calls)."""
+    finder = TextToolCalls(offered)
+    items = finder.feed(text) + finder.flush()
+    return "".join(v for k, v in items if k == "text"), [v for k, v in items if k == "call"]
+
+
+def offered_functions(payload: dict) -> dict[str, Any]:
+    """The function tools an OpenAI request offers (name → parameters schema); none when it forbids calls."""
+    if payload.get("tool_choice") == "none":
+        return {}
+    return {fn["name"]: fn.get("parameters") for t in _list(payload.get("tools")) if isinstance(t, dict)
+            for fn in [t.get("function")] if isinstance(fn, dict) and isinstance(fn.get("name"), str)}
+
+
 def _stop_reason(finish: Any, has_tools: bool, matched: str | None) -> str:
     if finish == "length":
         return "max_tokens"  # even with tool calls: the last one was cut off, and must not be run as if whole
@@ -1625,9 +1906,10 @@ def first_choice(chunk: Any) -> dict | None:
 
 
 def openai_to_anthropic_response(resp: Any, requested_model: str, tool_names: dict[str, str] | None = None,
-                                 stop_sequences: list[str] | None = None,
-                                 input_estimate: int = 0) -> dict:
-    """Translate an OpenAI chat.completion into an Anthropic Message; a malformed one raises a 502."""
+                                 stop_sequences: list[str] | None = None, input_estimate: int = 0,
+                                 offered_tools: dict[str, Any] | None = None) -> dict:
+    """Translate an OpenAI chat.completion into an Anthropic Message; a malformed one raises a 502.
+    ``offered_tools`` (name → parameters schema, see ``offered_functions``): calls written as text count."""
     choice = first_choice(resp)
     if choice is None:
         raise malformed("the answer has no choices")
@@ -1643,6 +1925,9 @@ def openai_to_anthropic_response(resp: Any, requested_model: str, tool_names: di
     if think:  # reasoning inlined as <think>…</think> (DeepSeek-R1/QwQ on Ollama, llama.cpp)
         content.append({"type": "thinking", "thinking": think.group(1).strip(), "signature": ""})
         text = text[think.end():]
+    text_calls: list[dict] = []
+    if text and offered_tools:
+        text, text_calls = take_text_tool_calls(text, offered_tools)
     if text:
         content.append({"type": "text", "text": text})
     refusal = message.get("refusal")
@@ -1653,6 +1938,7 @@ def openai_to_anthropic_response(resp: Any, requested_model: str, tool_names: di
         calls = [{"function": message["function_call"]}]
     if not isinstance(calls, list):
         raise malformed(f"choices[0].message.tool_calls is {describe_value(calls)}, not a list")
+    calls = text_calls + calls
     said = [b.get("text") or b.get("thinking") or "" for b in content]
     for call in calls:
         block, words = _tool_use_block(call, tool_names or {})
@@ -2412,7 +2698,8 @@ class OpenAIToAnthropicStream:
     at_boundary = True
 
     def __init__(self, model: str, input_tokens: int = 0, tool_names: dict[str, str] | None = None,
-                 stop_sequences: list[str] | None = None, message_id: str | None = None):
+                 stop_sequences: list[str] | None = None, message_id: str | None = None,
+                 offered_tools: dict[str, Any] | None = None):
         self.model = model
         self.input_estimate = input_tokens
         self.tool_names = tool_names or {}
@@ -2421,6 +2708,7 @@ class OpenAIToAnthropicStream:
         self.index = -1
         self.open: str | None = None  # "thinking" | "text"
         self.think = ThinkTagSplitter()
+        self.text_calls = TextToolCalls(offered_tools) if offered_tools else None
         self.tools = ToolCallAssembler()
         self.finish_reason: str | None = None
         self.matched_stop: str | None = None
@@ -2480,7 +2768,8 @@ class OpenAIToAnthropicStream:
         if finish:
             self.finish_reason = finish if isinstance(finish, str) else "stop"
             self.matched_stop = _matched_stop(choice, self.stop_sequences) or self.matched_stop
-            events += self._pieces(self.think.flush()) + self._tool_blocks() + self._close()
+            events += self._pieces(self._calls_taken(self.think.flush(), end=True)) + self._tool_blocks() + \
+                self._close()
         return events
 
     def finish(self, saw_done: bool = True) -> list[Event]:
@@ -2490,7 +2779,7 @@ class OpenAIToAnthropicStream:
         if not saw_done and self.finish_reason is None:
             return self.fail(ProxyError(502, "the backend closed the stream before finishing the answer "
                                              "(no finish_reason, no [DONE])", "api_error"))
-        events = self._pieces(self.think.flush()) + self._tool_blocks() + self._close()
+        events = self._pieces(self._calls_taken(self.think.flush(), end=True)) + self._tool_blocks() + self._close()
         self.done = True
         usage = anthropic_usage(self.usage) or {
             "input_tokens": self.input_estimate, "output_tokens": estimate_output_tokens(self.said)}
@@ -2527,7 +2816,7 @@ class OpenAIToAnthropicStream:
             text += refusal
             self.refused = True
         if text:
-            events += self._pieces(self.think.feed(text))
+            events += self._pieces(self._calls_taken(self.think.feed(text)))
         calls = delta.get("tool_calls")
         if calls is not None and not isinstance(calls, list):
             raise malformed(f"choices[0].delta.tool_calls is {describe_value(calls)}, not a list")
@@ -2536,9 +2825,24 @@ class OpenAIToAnthropicStream:
         for call in calls or []:
             if not isinstance(call, dict):
                 raise malformed(f"a tool call fragment is {describe_value(call)}, not an object")
-            events += self._pieces(self.think.interrupt())  # text held back comes first
+            events += self._pieces(self._calls_taken(self.think.interrupt(), end=True))  # text held back comes first
             self.tools.feed(call)
         return events
+
+    def _calls_taken(self, pieces: list[tuple[str, str]], end: bool = False) -> list[tuple[str, str]]:
+        """The pieces with tool calls written as text taken out, to come out with the others; ``end``: the
+        answer's text is over."""
+        if self.text_calls is None:
+            return pieces
+        found: list[tuple[str, Any]] = []
+        for kind, piece in pieces:
+            found += self.text_calls.feed(piece) if kind == "text" else [(kind, piece)]
+        if end:
+            found += self.text_calls.flush()
+        for what, value in found:
+            if what == "call":
+                self.tools.feed(value)
+        return [(what, value) for what, value in found if what != "call"]
 
     def _pieces(self, pieces: list[tuple[str, str]]) -> list[Event]:
         events: list[Event] = []
@@ -3109,6 +3413,7 @@ class Lessons:
     fold_system_turns: bool = False  # its chat template takes a system message only first
     nine_char_ids: bool = False  # it takes tool-call ids of exactly 9 alphanumeric characters (Mistral)
     dropped_fields: frozenset[str] = frozenset()  # message extensions it refused (reasoning_content, …)
+    tools_as_text: bool = False  # it has no tool parser: tool_choice "none", and the calls it writes are read
     why: str = ""
     lasting: bool = True  # False: true of this request only (an output limit left by this prompt's length)
 
@@ -3116,7 +3421,7 @@ class Lessons:
         return Lessons(min(filter(None, (self.max_tokens, other.max_tokens)), default=None),
                        self.dropped | other.dropped, self.adaptive_thinking or other.adaptive_thinking,
                        self.fold_system_turns or other.fold_system_turns, self.nine_char_ids or other.nine_char_ids,
-                       self.dropped_fields | other.dropped_fields, other.why)
+                       self.dropped_fields | other.dropped_fields, self.tools_as_text or other.tools_as_text, other.why)
 
     def apply(self, payload: dict) -> dict:
         if self.dropped & payload.keys():
@@ -3131,6 +3436,8 @@ class Lessons:
             payload = with_nine_char_ids(payload)
         if self.dropped_fields:
             payload = without_message_fields(payload, self.dropped_fields)
+        if self.tools_as_text and payload.get("tools") and payload.get("tool_choice", "auto") == "auto":
+            payload = {**payload, "tool_choice": "none"}
         return cap_output_tokens(payload, self.max_tokens)
 
     def describe(self) -> str:
@@ -3140,7 +3447,9 @@ class Lessons:
                                        "with system turns folded into user turns" if self.fold_system_turns else "",
                                        "with 9-character tool-call ids" if self.nine_char_ids else "",
                                        f"without the message field {', '.join(sorted(self.dropped_fields))}"
-                                       if self.dropped_fields else "")))
+                                       if self.dropped_fields else "",
+                                       "with tool_choice none, its calls read from the text" if self.tools_as_text
+                                       else "")))
 
 
 def _learn_max_tokens(text: str, payload: dict) -> Lessons | None:
@@ -3221,6 +3530,15 @@ def _learn_message_fields(text: str, payload: dict) -> Lessons | None:
     return None
 
 
+def _learn_tools_as_text(text: str, payload: dict) -> Lessons | None:
+    """vLLM started without a tool parser refuses tool_choice "auto" (the default when tools are offered):
+    ""auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set". With "none" it
+    still shows the model the tools, and the model writes its calls as text, which the proxy reads."""
+    if payload.get("tools") and re.search(r"auto\W{0,3} tool choice requires", text, re.IGNORECASE):
+        return Lessons(tools_as_text=True, why="it has no tool-call parser")
+    return None
+
+
 # Backends known, before any refusal, to want what others would refuse: (URL pattern, lesson).
 KNOWN_BACKENDS = ((re.compile(r"(?:^|[/.])api\.mistral\.ai(?:[:/]|$)"), Lessons(nine_char_ids=True)),)
 
@@ -3236,8 +3554,9 @@ def known_lessons(url: str) -> Lessons:
 
 # Per backend dialect, the refusals that are fixed by retrying, tried in this order.
 REFUSALS = {
-    "openai": (_learn_max_tokens, _learn_system_turns, _learn_tool_ids, _learn_message_fields, _refused_parameter(
-        ("stream_options", "reasoning_effort", "parallel_tool_calls", "temperature", "top_p", "stop"))),
+    "openai": (_learn_max_tokens, _learn_system_turns, _learn_tool_ids, _learn_message_fields, _learn_tools_as_text,
+               _refused_parameter(("stream_options", "reasoning_effort", "parallel_tool_calls", "temperature",
+                                   "top_p", "stop"))),
     "anthropic": (_learn_max_tokens, _refused_parameter(("temperature", "top_p", "top_k")),
                   _learn_adaptive_thinking),
 }
@@ -3751,7 +4070,9 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
             return await passthrough(request, body, backend, model, key)
         payload = anthropic_to_openai_request(body, model, config.max_tokens, config.reasoning_effort, sent_names)
         estimate = count_request_tokens(body)
-        translator = OpenAIToAnthropicStream(body["model"], estimate, names, body.get("stop_sequences")) \
+        offered = offered_functions(payload)  # calls the model writes as text count only for these
+        translator = OpenAIToAnthropicStream(body["model"], estimate, names, body.get("stop_sequences"),
+                                             offered_tools=offered) \
             if body.get("stream") else None  # made before the backend is asked: nothing can fail between
         resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
         if translator is not None:
@@ -3760,7 +4081,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
                                      iter_sse(resp))
         data = await _read_backend_json(resp, config, backend)
         message = translated_answer(config, backend, openai_to_anthropic_response, data, body["model"], names,
-                                    body.get("stop_sequences"), estimate)
+                                    body.get("stop_sequences"), estimate, offered)
         rlog.input_tokens, rlog.output_tokens = message["usage"]["input_tokens"], message["usage"]["output_tokens"]
         return web.Response(text=json_dumps(message), content_type="application/json")
 

@@ -21,7 +21,9 @@ chunk, no usage), ``*small*`` (8192 output tokens max), ``cut-*`` (stream dies m
 (the first call answers 429 with retry-after s), ``reset-*`` (closes the connection without answering),
 ``echokey-*`` (a 401 quoting the whole Authorization header: worse than any real backend), ``*gemini-3*`` (tool
 calls carry a thought_signature that must come back on the next turn, as Gemini 3 demands), ``*r1*`` (reasoning
-inlined in the content as <think>…</think>). Unknown models → 404.
+inlined in the content as <think>…</think>), ``textcalls-<family>*`` (no tool parser: the calls come back as text
+in that model family's markup, see ``TEXT_CALLS``; with ``noparser`` in the name, tool_choice "auto" is refused as vLLM
+refuses it when started without --enable-auto-tool-choice). Unknown models → 404.
 Handlers notice a client that went away and record it in ``aborts``.
 
 Run standalone: ``python tests/fake_openai.py --port 9000 [--key sk-...]``.
@@ -81,6 +83,47 @@ def openai_error(status: int, message: str, type_: str = "invalid_request_error"
                              status=status, headers=headers)
 
 
+def _param_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _xml_params(args: dict, key: str, value: str) -> str:
+    return "".join(f"{key.format(k)}{value.format(_param_value(v))}" for k, v in args.items())
+
+
+# How each model family writes tool calls when the server's tool parser is off: (name, arguments dict) list →
+# the text. Forms as the models' chat templates and vLLM's tool parsers have them.
+TEXT_CALLS = {
+    "hermes": lambda calls: "\n".join(f'<tool_call>\n{json.dumps({"name": n, "arguments": a})}\n</tool_call>'
+                                      for n, a in calls),
+    "qwen3coder": lambda calls: "\n".join(
+        f"<tool_call>\n<function={n}>\n" + _xml_params(a, "<parameter={}>\n", "{}\n</parameter>\n")
+        + "</function>\n</tool_call>" for n, a in calls),
+    "glm": lambda calls: "".join(f"<tool_call>{n}\n" + _xml_params(a, "<arg_key>{}</arg_key>\n",
+                                                                  "<arg_value>{}</arg_value>\n") + "</tool_call>"
+                                 for n, a in calls),
+    "mistral": lambda calls: "[TOOL_CALLS]" + json.dumps([{"name": n, "arguments": a} for n, a in calls]),
+    "mistral11": lambda calls: "".join(f"[TOOL_CALLS]{n}[ARGS]{json.dumps(a)}" for n, a in calls),
+    # Markers a server stripped as special tokens (a Hugging Face tokenizer with skip_special_tokens):
+    "mistralbare": lambda calls: "".join(f"{n}{json.dumps(a)}" for n, a in calls),
+    "kimibare": lambda calls: "".join(f"functions.{n}:{i}{json.dumps(a)}" for i, (n, a) in enumerate(calls)),
+    "llama": lambda calls: "; ".join(json.dumps({"name": n, "parameters": a}) for n, a in calls),
+    "llamatag": lambda calls: "<|python_tag|>" + "; ".join(json.dumps({"name": n, "parameters": a}) for n, a in calls),
+    "kimi": lambda calls: "<|tool_calls_section_begin|>" + "".join(
+        f"<|tool_call_begin|>functions.{n}:{i}<|tool_call_argument_begin|>{json.dumps(a)}<|tool_call_end|>"
+        for i, (n, a) in enumerate(calls)) + "<|tool_calls_section_end|>",
+    "deepseek": lambda calls: "<｜tool▁calls▁begin｜>" + "\n".join(
+        f"<｜tool▁call▁begin｜>function<｜tool▁sep｜>{n}\n```json\n{json.dumps(a)}\n```<｜tool▁call▁end｜>"
+        for n, a in calls) + "<｜tool▁calls▁end｜>",
+    "deepseek31": lambda calls: "<｜tool▁calls▁begin｜>" + "".join(
+        f"<｜tool▁call▁begin｜>{n}<｜tool▁sep｜>{json.dumps(a)}<｜tool▁call▁end｜>" for n, a in calls)
+        + "<｜tool▁calls▁end｜>",
+}
+# Families that write a word before the call (the others answer with the call alone).
+TEXT_CALL_PREAMBLE = {"hermes": "I'll check that.\n\n", "qwen3coder": "Let me run it.\n", "kimi": "Sure. ",
+                      "deepseek": "Running the tool.", "glm": "\n"}
+
+
 class Reject(Exception):
     def __init__(self, message: str, param: str | None = None, status: int = 400, code: Any = None,
                  body: dict | None = None):
@@ -137,6 +180,10 @@ class FakeOpenAI(LoopbackServer):
         msgs = body.get("messages")
         if not isinstance(msgs, list) or not msgs:
             raise Reject("[] is too short - 'messages'", "messages")
+        if "noparser" in body["model"] and body.get("tools") and body.get("tool_choice", "auto") == "auto":
+            raise Reject("", body={"object": "error", "message": '"auto" tool choice requires --enable-auto-tool-choice '
+                                   'and --tool-call-parser to be set', "type": "BadRequestError", "param": None,
+                                   "code": 400})
         if "qwen3" in body["model"].lower() and any(m.get("role") == "system" for m in msgs[1:]):
             # Qwen 3's chat template raises this; vLLM, SGLang and current llama.cpp answer 400, Ollama and older
             # llama.cpp servers an HTTP 500 with the template's error (model names with "500").
@@ -343,6 +390,11 @@ class FakeOpenAI(LoopbackServer):
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             return openai_error(400, f"Invalid request: {exc}")
         ans = self.answer(body)
+        family = re.match(r"textcalls-([a-z0-9]+)", model)
+        if family and ans["calls"]:  # no tool parser: the model's calls arrive as text
+            calls = [(c["name"], json.loads(c["arguments"])) for c in ans["calls"]]
+            ans["text"] = TEXT_CALL_PREAMBLE.get(family.group(1), "") + TEXT_CALLS[family.group(1)](calls)
+            ans["calls"] = []
         if "r1" in model and ans["text"]:
             ans["text"] = "<think>\nWeighing the options.\n</think>\n\n" + ans["text"]
         if "gemini-3" in model:

@@ -63,6 +63,8 @@ SCRIPT = textwrap.dedent("""\
     run parallel -p "Both. TOOL_CALL:Read:{\\"file_path\\":\\"$WORK/secret.txt\\"} TOOL_CALL:Bash:{\\"command\\":\\"ls\\"}" \\
         --allowedTools Read "Bash(ls:*)" --model sonnet
     run gemini -p "Read it. TOOL_CALL:Read:{\\"file_path\\":\\"$WORK/secret.txt\\"}" --allowedTools Read --model opus
+    run textcalls -p "Read it. TOOL_CALL:Read:{\\"file_path\\":\\"$WORK/secret.txt\\"}" --allowedTools Read \\
+        --model textcalls-hermes-noparser
     kill %1 %2
     wait
 """)
@@ -132,15 +134,27 @@ def test_gemini_3_signatures_through_claude_code(claude_run):
     assert signed and all(c["extra_content"]["google"]["thought_signature"].startswith("sig/") for c in signed)
 
 
+def test_tool_calls_written_as_text_run_through_claude_code(claude_run):
+    """A vLLM without a tool parser: it refuses tool_choice "auto", and with "none" its Hermes-style
+    <tool_call> text comes back as a tool_use that Claude Code runs."""
+    data = result(claude_run, "textcalls")
+    assert data["num_turns"] == 2 and "PINEAPPLE-42" in data["result"], data["result"]
+    assert "<tool_call>" not in data["result"]
+    sent = [r for r in claude_run["requests"] if r["model"] == "textcalls-hermes-noparser"]
+    assert sent[0].get("tool_choice") is None and all(r.get("tool_choice") == "none" for r in sent[1:]), \
+        [r.get("tool_choice") for r in sent]
+    assert any(m["role"] == "tool" and "PINEAPPLE-42" in json.dumps(m["content"]) for m in sent[-1]["messages"])
+
+
 def test_every_backend_request_streamed_and_was_valid(claude_run):
-    for name in ("hello", "read", "bash", "parallel", "gemini"):
+    for name in ("hello", "read", "bash", "parallel", "gemini", "textcalls"):
         result(claude_run, name)
     reqs = claude_run["requests"]
     assert len(reqs) >= 7, len(reqs)
     # no request fell back to non-streaming: Claude Code only does that after a broken stream
     assert all(r.get("stream") is True for r in reqs), [r.get("stream") for r in reqs]
     models = {r["model"] for r in reqs}
-    assert models == {"fake-main", "fake-haiku", "fake-gemini-3"}, models
+    assert models == {"fake-main", "fake-haiku", "fake-gemini-3", "textcalls-hermes-noparser"}, models
     assert "→ 4" not in claude_run["proxy_log"] and "→ 5" not in claude_run["proxy_log"], claude_run["proxy_log"]
     tool_turns = [r for r in reqs if any(m["role"] == "tool" for m in r["messages"])]
     assert len(tool_turns) >= 3

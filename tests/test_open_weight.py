@@ -8,6 +8,8 @@ import re
 
 import anthropic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import claude_proxy as cp
 
@@ -291,3 +293,118 @@ context_window = 16384
     anthropic_ids, _ = windows_listed(make_proxy(model=None, **cp.load_config_file(str(toml))))
     assert anthropic_ids["claude-haiku-4-5"] == anthropic_ids["small-model"] == 16384
     assert anthropic_ids["fake-model"] == 65536  # listed by the backend: the backend's window
+
+
+# ---- tool calls written as text (issue #10, part 3) --------------------------------------------------------
+
+from fake_openai import TEXT_CALL_PREAMBLE, TEXT_CALLS
+
+TOOLS = [{"name": "Read", "description": "Read a file", "input_schema": {
+             "type": "object", "properties": {"file_path": {"type": "string"}, "limit": {"type": "integer"},
+                                              "recursive": {"type": "boolean"}}, "required": ["file_path"]}},
+         {"name": "Bash", "description": "Run a command", "input_schema": {
+             "type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}]
+TWO_CALLS = 'TOOL_CALL:Read:{"file_path":"/etc/hosts","limit":5,"recursive":false} TOOL_CALL:Bash:{"command":"ls -la"}'
+MARKUP = ("tool_call", "TOOL_CALLS", "python_tag", "｜", "<|", "arg_key", "function=", '"name"', "[ARGS]")
+
+
+def ask_with_tools(proxy, stream: bool, text: str, tools: list | None = None) -> anthropic.types.Message:
+    kw = {"model": "claude-sonnet-5", "max_tokens": 200, "tools": tools or TOOLS,
+          "messages": [{"role": "user", "content": text}]}
+    if stream:
+        with client(proxy).messages.stream(**kw) as s:
+            return s.get_final_message()
+    return client(proxy).messages.create(**kw)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("family", sorted(TEXT_CALLS))
+def test_tool_calls_written_as_text_become_tool_use(make_proxy, family, stream):
+    msg = ask_with_tools(make_proxy(model=f"textcalls-{family}"), stream, TWO_CALLS)
+    assert [(b.name, b.input) for b in msg.content if b.type == "tool_use"] == [
+        ("Read", {"file_path": "/etc/hosts", "limit": 5, "recursive": False}), ("Bash", {"command": "ls -la"})]
+    assert msg.stop_reason == "tool_use"
+    text = "".join(b.text for b in msg.content if b.type == "text")
+    assert text.strip() == TEXT_CALL_PREAMBLE.get(family, "").strip()  # what came before the markup, no markup
+    assert not any(m in text for m in MARKUP)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("family", ["hermes", "kimi", "llama"])
+def test_markup_naming_a_tool_not_offered_stays_text(make_proxy, family, stream):
+    msg = ask_with_tools(make_proxy(model=f"textcalls-{family}"), stream, 'TOOL_CALL:Delete:{"path":"/"}')
+    assert msg.stop_reason == "end_turn" and [b.type for b in msg.content] == ["text"]
+    assert msg.content[0].text == TEXT_CALL_PREAMBLE.get(family, "") + TEXT_CALLS[family]([("Delete", {"path": "/"})])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_vllm_without_a_tool_parser_gets_tool_choice_none_and_its_text_calls_are_read(make_proxy, backend, stream):
+    """vLLM without --enable-auto-tool-choice refuses tool_choice "auto" (the default with tools): retried with
+    "none", which still shows the model the tools, remembered; the calls it then writes are read."""
+    proxy = make_proxy(model="textcalls-qwen3coder-noparser")
+    for _ in range(2):
+        msg = ask_with_tools(proxy, stream, TWO_CALLS)
+        assert [b.name for b in msg.content if b.type == "tool_use"] == ["Read", "Bash"]
+    assert [r.get("tool_choice") for r in backend.requests] == [None, "none", "none"]
+    assert all(len(r["tools"]) == 2 for r in backend.requests)
+
+
+def test_text_calls_are_not_read_when_the_client_forbids_tools(make_proxy):
+    kw = {"model": "claude-sonnet-5", "max_tokens": 200, "tools": TOOLS, "tool_choice": {"type": "none"},
+          "messages": [{"role": "user", "content": 'TOOL_CALL:Bash:{"command":"ls"}'}]}
+    msg = client(make_proxy(model="textcalls-hermes")).messages.create(**kw)
+    assert msg.stop_reason == "end_turn" and "<tool_call>" in msg.content[0].text
+
+
+def test_text_calls_found_the_same_however_the_stream_splits_them():
+    import random
+    offered = {t["name"]: t["input_schema"] for t in TOOLS}
+    rng = random.Random(7)
+    for family, write in TEXT_CALLS.items():
+        answer = TEXT_CALL_PREAMBLE.get(family, "") + write([("Read", {"file_path": "/a b", "limit": 3}),
+                                                             ("Bash", {"command": "echo '<tool_call>'"})])
+        whole = cp.take_text_tool_calls(answer, offered)
+        assert [c["function"]["name"] for c in whole[1]] == ["Read", "Bash"], family
+        for _ in range(30):
+            finder, items, at = cp.TextToolCalls(offered), [], 0
+            while at < len(answer):
+                step = rng.randint(1, 12)
+                items += finder.feed(answer[at:at + step])
+                at += step
+            items += finder.flush()
+            assert ("".join(v for k, v in items if k == "text"), [v for k, v in items if k == "call"]) == whole
+
+
+PIECES = ["<tool_call>", "</tool_call>", "<function=", "</function>", "<parameter=x>", "[TOOL_CALLS]", "[ARGS]",
+          "<|python_tag|>", "<|tool_calls_section_begin|>", "<|tool_call_begin|>", "<|tool_call_argument_begin|>",
+          "<|tool_call_end|>", "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<arg_key>",
+          "<arg_value>", '{"name": "Read", "arguments": {}}', "{", "[", "<", "|", "｜", "function", "Read", "\n", " ",
+          "text", '"', ";", "```json\n", "```"]
+
+
+@given(parts=st.lists(st.sampled_from(PIECES) | st.text(max_size=5), max_size=30),
+       cuts=st.lists(st.integers(1, 15), min_size=1, max_size=10))
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+def test_text_without_an_offered_tool_comes_out_as_it_went_in(parts, cuts):
+    """Whatever the markup-like text, split however: with no offered tool named, every character comes out as
+    text, in order; nothing raises."""
+    text = "".join(parts)
+    finder, out, at, i = cp.TextToolCalls({"Glob": {}}), [], 0, 0
+    while at < len(text):
+        out += finder.feed(text[at:at + cuts[i % len(cuts)]])
+        at += cuts[i % len(cuts)]
+        i += 1
+    out += finder.flush()
+    assert all(kind == "text" for kind, _ in out) and "".join(v for _, v in out) == text
+
+
+@pytest.mark.parametrize("answer", ["Read the file first, then Bash it.", '{"result": 42, "name": 7}', "[1, 2]",
+                                    "Read{not json", "functions.", "<tool_call>Nope", "[TOOL_CALLS]",
+                                    '<tool_call>{"name": "Read", "arguments": {}}</tool_call> and Glob{"a": 1}'])
+def test_what_only_looks_like_a_call_stays_text(answer):
+    offered = {t["name"]: t["input_schema"] for t in TOOLS}
+    text, calls = cp.take_text_tool_calls(answer, offered)
+    if answer.startswith("<tool_call>{"):  # the call is read, the text after it kept
+        assert [c["function"]["name"] for c in calls] == ["Read"] and text == 'and Glob{"a": 1}'
+    else:
+        assert (text, calls) == (answer, [])
