@@ -1690,7 +1690,9 @@ TEXT_CALL_MARKUP: tuple[Markup, ...] = (
 # its marker stripped as a special token). And an answer that starts with an offered tool's name and "{".
 _WHOLE_MESSAGE: Markup = ("", None, _json_calls)
 _BARE_MESSAGE: Markup = ("", None, _bare_calls)
-_MARKUP_FIRST_CHARS = frozenset(start[0] for start, _, _ in TEXT_CALL_MARKUP)
+# Each marker has its first character nowhere else in it: a marker's start at the end of the text so far can only
+# begin at the last of these characters.
+_MARKUP_OPENERS = tuple(sorted({start[0] for start, _, _ in TEXT_CALL_MARKUP}))
 
 
 class TextToolCalls:
@@ -1757,15 +1759,16 @@ class TextToolCalls:
     def _text_until_markup(self) -> list[tuple[str, Any]]:
         """Pass on the text before the first markup (or before a possible start of one at the end)."""
         held = self.held
-        if not _MARKUP_FIRST_CHARS.intersection(held):
+        last = max(held.rfind(c) for c in _MARKUP_OPENERS)
+        if last < 0:
             self.held = ""
             return [("text", held)]
         found = [(held.find(m[0]), m) for m in TEXT_CALL_MARKUP if m[0] in held]
         if found:
             at, self.markup = min(found, key=lambda f: f[0])
         else:
-            at = next((i for i in range(max(0, len(held) - 30), len(held))
-                       if any(m[0].startswith(held[i:]) for m in TEXT_CALL_MARKUP)), len(held))
+            tail = held[last:]
+            at = last if any(m[0].startswith(tail) for m in TEXT_CALL_MARKUP) else len(held)
         self.held = held[at:]
         return [("text", held[:at])] if at else []
 
