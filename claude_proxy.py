@@ -107,6 +107,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # Mid-conversation system turns: kept in place, and folded into user turns once a backend refuses them (unset);
 # or decided up front for a backend known either way.
 SYSTEM_TURNS = ("keep", "fold")
+WEB_SEARCH_KEY_ENV = "CLAUDE_PROXY_WEB_SEARCH_KEY"
+# Web search providers, and the API address of those that have one (SearXNG is self-hosted: its address is needed).
+WEB_SEARCH_PROVIDERS = ("searxng", "brave", "tavily")
+WEB_SEARCH_URLS = {"brave": "https://api.search.brave.com/res/v1/web/search", "tavily": "https://api.tavily.com/search"}
 
 
 def normalize_backend_url(url: str) -> str:
@@ -242,8 +246,13 @@ SERVER_SETTINGS = {
     "max_connections": Setting("int", 1), "allow_url_routing": Setting("list"), "workers": Setting("int", 1, 256),
     "system_turns": Setting("choice", choices=SYSTEM_TURNS), "context_window": Setting("int", 1),
     "model": Setting("str"), "haiku_model": Setting("str"), "sonnet_model": Setting("str"),
-    "opus_model": Setting("str"),
+    "opus_model": Setting("str"), "web_search": Setting("choice", choices=WEB_SEARCH_PROVIDERS),
+    "web_search_url": Setting("str"), "web_search_key": Setting("str", secret=True),
+    "web_search_max_results": Setting("int", 1, 50), "web_search_timeout": POSITIVE_SECONDS,
 }
+WEB_SEARCH_SETTINGS = {"provider": Setting("choice", choices=WEB_SEARCH_PROVIDERS), "url": Setting("str"),
+                       "api_key": Setting("str", secret=True), "api_key_env": Setting("str"),
+                       "max_results": Setting("int", 1, 50), "timeout": POSITIVE_SECONDS}
 BACKEND_SETTINGS = {
     "name": Setting("str"), "url": Setting("str"), "api_key": Setting("str", secret=True),
     "api_key_env": Setting("str"), "backend": Setting("choice", choices=BACKENDS), "max_tokens": Setting("int", 1),
@@ -278,6 +287,16 @@ class Backend:
     @property
     def endpoint(self) -> str:
         return self.anthropic_url + "/messages" if self.dialect == "anthropic" else self.chat_url
+
+
+@dataclass(frozen=True)
+class WebSearch:
+    """The search provider that answers the web searches the proxy runs for backends that cannot."""
+    provider: str
+    url: str
+    api_key: str | None = None
+    max_results: int = 8
+    timeout: float = 15.0  # seconds for one search: a slow provider must not hold the answer for long
 
 
 @dataclass(frozen=True)
@@ -391,11 +410,17 @@ class Config:
     workers: int = 1
     system_turns: str | None = None  # for the flags' backend; [[backends]] entries have their own
     context_window: int | None = None  # likewise
+    web_search: str | None = None  # the provider; None: searches answer "unavailable"
+    web_search_url: str | None = None
+    web_search_key: str | None = None
+    web_search_max_results: int = 8
+    web_search_timeout: float = 15.0
     backends: tuple[Backend, ...] = ()  # from --config
     routes: tuple[Route, ...] = ()  # from --config
     default_backend: str | None = None  # a --config backend that replaces the flags' one as the default
     allow_url_routing: tuple[str, ...] = ()
     routing: Routing = field(init=False, repr=False)
+    search: WebSearch | None = field(init=False, repr=False)
     loopback_only: bool = field(init=False)  # read on every request (the Host check): decided once
 
     def __post_init__(self) -> None:
@@ -413,10 +438,29 @@ class Config:
         self.cors_origins = tuple(o.rstrip("/") for o in self.cors_origins)
         self.allow_url_routing = tuple(h.lower() for h in self.allow_url_routing)
         self.routing = Routing.build(self)
+        self.search = self._web_search()
         self.loopback_only = _is_loopback_name(self.host.strip("[]"))
 
     def tier_model(self, tier: str) -> str | None:
         return getattr(self, f"{tier}_model")
+
+    def _web_search(self) -> WebSearch | None:
+        if self.web_search is None:
+            if self.web_search_url or self.web_search_key:
+                raise ValueError("--web-search-url and --web-search-key need --web-search searxng|brave|tavily")
+            return None
+        url = self.web_search_url or WEB_SEARCH_URLS.get(self.web_search)
+        if not url:
+            raise ValueError(f"--web-search {self.web_search} needs --web-search-url (the address of your "
+                             f"{self.web_search} server)")
+        if self.web_search != "searxng" and not self.web_search_key:
+            raise ValueError(f"--web-search {self.web_search} needs --web-search-key (or {WEB_SEARCH_KEY_ENV})")
+        try:
+            url = normalize_backend_url(url)
+        except ValueError as exc:
+            raise ValueError(f"--web-search-url: {str(exc).replace('backend URL', 'URL')}") from None
+        return WebSearch(self.web_search, url, self.web_search_key, self.web_search_max_results,
+                         self.web_search_timeout)
 
 
 # ---- the --config file (TOML) ---------------------------------------------------------------------------
@@ -436,6 +480,8 @@ def _line_of(text: str, table: str | None, index: int, key: str | None) -> int |
             i for i, line in enumerate(lines) if assignment.match(line) and not _inside_table(lines, i)]
         return found[min(index, len(found) - 1)] + 1 if found else None
     starts = [i for i, line in enumerate(lines) if header.match(line)]
+    if not starts:  # written inline (backends = [{ … }]): the line of that assignment
+        return _line_of(text, None, 0, table)
     if index >= len(starts):
         return None
     for i in range(starts[index] + 1, len(lines)):
@@ -474,7 +520,7 @@ class _ConfigText:
     def checked(self, entry: dict, settings: dict[str, Setting], table: str, index: int = 0) -> dict[str, Any]:
         """``entry`` with every value checked against its setting; unknown keys and wrong types name their line."""
         out = {}
-        shown = f"[{table}]" if table == "server" else f"[[{table}]]"
+        shown = f"[{table}]" if table in ("server", "web_search") else f"[[{table}]]"
         for key, value in entry.items():
             if key not in settings:
                 raise self.fail(f"unknown key {key!r} in {shown} (known: {', '.join(sorted(settings))})", table,
@@ -500,12 +546,14 @@ def load_config_file(path: str) -> dict[str, Any]:
     """Read a --config TOML file into Config keyword arguments; every mistake names its line."""
     doc = _ConfigText(path)
     for key in doc.data:
-        if key not in ("backends", "routes", "server"):
-            raise doc.fail(f"unknown key {key!r} (expected [[backends]], [[routes]] or [server])", None, 0, key)
+        if key not in ("backends", "routes", "server", "web_search"):
+            raise doc.fail(f"unknown key {key!r} (expected [[backends]], [[routes]], [server] or [web_search])", None,
+                           0, key)
     server = doc.data.get("server", {})
     if not isinstance(server, dict):
         raise doc.fail("[server] must be a table", "server")
     out = doc.checked(server, SERVER_SETTINGS, "server")
+    out.update(_config_web_search(doc))
     backends = _config_backends(doc)
     out["backends"] = tuple(backends)
     out["routes"] = tuple(_config_routes(doc, {b.name for b in backends} | {"default"}))
@@ -516,6 +564,23 @@ def load_config_file(path: str) -> dict[str, Any]:
     except ValueError as exc:
         raise doc.fail(str(exc), None) from None
     return out
+
+
+def _config_web_search(doc: _ConfigText) -> dict[str, Any]:
+    """The [web_search] table as Config keyword arguments."""
+    table = doc.data.get("web_search", {})
+    if not isinstance(table, dict):
+        raise doc.fail("[web_search] must be a table", "web_search")
+    entry = doc.checked(table, WEB_SEARCH_SETTINGS, "web_search")
+    if "api_key_env" in entry:
+        entry["api_key"] = os.environ.get(entry.pop("api_key_env")) or None
+        if entry["api_key"] is None:
+            raise doc.fail(f"web_search: api_key_env: environment variable {table['api_key_env']} is not set",
+                           "web_search", 0, "api_key_env")
+    if entry and "provider" not in entry:
+        raise doc.fail("[web_search] needs provider = \"searxng\", \"brave\" or \"tavily\"", "web_search")
+    return {"web_search" if k == "provider" else "web_search_key" if k == "api_key" else f"web_search_{k}": v
+            for k, v in entry.items()}
 
 
 def _config_backends(doc: _ConfigText) -> list[Backend]:
@@ -1244,16 +1309,105 @@ def _user_messages(blocks: list[dict], where: str, out: list[dict], pending: lis
         out.append({"role": "user", "content": "(empty message)"})
 
 
-def _convert_tools(tools: Any, tool_choice: Any, names: dict[str, str]) -> tuple[list[dict], Any, bool | None]:
+# Anthropic's server tools that the proxy runs itself for backends that cannot (type prefix → what the model is
+# told of the function it gets instead, named as the tool is). It calls the function with a "query".
+PROXY_SERVER_TOOLS = {
+    "web_search_": "Search the web. Answers with the title, URL and a snippet of each result.",
+    "tool_search_tool_regex": "Find tools that are not loaded yet: the query is a Python regular expression, "
+                              "matched against each tool's name and description. The tools found can be called "
+                              "from then on.",
+    "tool_search_tool_bm25": "Find tools that are not loaded yet: the query is words, matched against each "
+                             "tool's name and description. The tools found can be called from then on.",
+}
+
+
+def proxy_server_tool(tool: Any) -> str | None:
+    """The PROXY_SERVER_TOOLS entry a tool definition is, if any."""
+    ttype = tool.get("type") if isinstance(tool, dict) else None
+    return next((p for p in PROXY_SERVER_TOOLS if isinstance(ttype, str) and ttype.startswith(p)), None)
+
+
+def _server_tool_function(tool: dict, kind: str) -> dict:
+    _expect(isinstance(tool.get("name"), str) and tool["name"], f"a {tool['type']} tool needs a name")
+    return {"type": "function", "function": {"name": tool["name"], "description": PROXY_SERVER_TOOLS[kind],
+                                             "parameters": {"type": "object", "required": ["query"], "properties": {
+                                                 "query": {"type": "string", "description": "What to search for"}}}}}
+
+
+def referenced_tools(messages: Any) -> set[str]:
+    """The tools a conversation has loaded: named by ``tool_reference`` blocks (in tool results, as Claude Code's
+    ToolSearch answers, or in a tool search's result). A deferred tool is offered only once loaded."""
+    found: set[str] = set()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("type") == "tool_reference" and isinstance(value.get("tool_name"), str):
+                found.add(value["tool_name"])
+            for key in ("content", "tool_references"):
+                visit(value.get(key))
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+
+    visit(messages)
+    return found
+
+
+def find_tools(tools: list[dict], query: str, kind: str, limit: int = 5) -> list[str]:
+    """The deferred tools (``defer_loading``) that a tool search finds: ``query`` a regular expression searched in
+    each tool's name and description (``tool_search_tool_regex``), or words ranked by BM25 over them; the
+    best ``limit``. A regular expression that does not compile raises ``re.error``."""
+    deferred = [t for t in tools if isinstance(t, dict) and t.get("defer_loading") is True
+                and isinstance(t.get("name"), str)]
+    docs = [f"{t['name']} {t.get('description') or ''}" for t in deferred]
+    if kind == "tool_search_tool_regex":
+        pattern = re.compile(query[:200], re.IGNORECASE)
+        return [t["name"] for t, doc in zip(deferred, docs, strict=True) if pattern.search(doc)][:limit]
+    return [deferred[i]["name"] for i in _bm25_ranking(docs, query)[:limit]]
+
+
+def _bm25_ranking(docs: list[str], query: str, k1: float = 1.2, b: float = 0.75) -> list[int]:
+    """Indexes of the documents that share a word with ``query``, best first (Okapi BM25). Names split at
+    ``_``, ``-``, ``.`` and case changes, so that ``mcp__github__create_issue`` matches "create issue"."""
+    def words(text: str) -> list[str]:
+        return re.findall(r"[a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", text).lower())
+
+    tokenized = [words(d) for d in docs]
+    avg = sum(map(len, tokenized)) / len(tokenized) if tokenized else 1.0
+    terms = set(words(query))
+    scores = []
+    for i, doc in enumerate(tokenized):
+        score = 0.0
+        for term in terms:
+            tf = doc.count(term)
+            if tf:
+                df = sum(1 for d in tokenized if term in d)
+                idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+                score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(doc) / (avg or 1.0)))
+        if score > 0:
+            scores.append((-score, i))
+    return [i for _, i in sorted(scores)]
+
+
+def _convert_tools(tools: Any, tool_choice: Any, names: dict[str, str],
+                   loaded: set[str] | None = None) -> tuple[list[dict], Any, bool | None]:
+    """OpenAI function tools for Anthropic ones: a deferred tool (``defer_loading``) only once ``loaded``; the
+    server tools the proxy runs as functions; other server tools left out."""
     _expect(tools is None or isinstance(tools, list), "tools: expected a list")
     out = []
     for i, tool in enumerate(tools or []):
         _expect(isinstance(tool, dict), f"tools.{i}: expected an object")
         ttype = tool.get("type")
+        server = proxy_server_tool(tool)
+        if server:
+            out.append(_server_tool_function(tool, server))
+            continue
         if ttype not in (None, "custom") and "input_schema" not in tool:
-            continue  # server tools (web_search, code_execution, ...) run at Anthropic; no backend can run them
+            continue  # other server tools (code_execution, web_fetch, ...) run at Anthropic; no backend can
         name = tool.get("name")
         _expect(isinstance(name, str) and name, f"tools.{i}.name: expected a non-empty string")
+        if tool.get("defer_loading") is True and name not in (loaded or set()):
+            continue
         schema = tool.get("input_schema") or {"type": "object", "properties": {}}
         _expect(isinstance(schema, dict), f"tools.{i}.input_schema: expected an object")
         params = sanitized_parameters(schema, f"tools.{i}.input_schema")
@@ -1382,7 +1536,8 @@ def anthropic_to_openai_request(body: dict, backend_model: str, max_tokens_cap: 
     stops = [s for s in body.get("stop_sequences") or [] if s]
     if stops:
         out["stop"] = stops[:4]  # OpenAI accepts at most four
-    tools, choice, parallel = _convert_tools(body.get("tools"), body.get("tool_choice"), names)
+    tools, choice, parallel = _convert_tools(body.get("tools"), body.get("tool_choice"), names,
+                                             referenced_tools(body["messages"]))
     if tools:
         out["tools"] = tools
         if choice is not None:
@@ -2749,11 +2904,7 @@ class OpenAIToAnthropicStream:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> list[Event]:
-        message: dict[str, Any] = {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
-                   "content": [], "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": self.input_estimate, "output_tokens": 1,
-                             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
-        return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
+        return message_start_events(self.message_id, self.model, self.input_estimate)
 
     def feed(self, chunk: Any) -> list[Event]:
         choice = first_choice(chunk)
@@ -2892,6 +3043,87 @@ class OpenAIToAnthropicStream:
                 "input": {}}}), self._delta({"type": "input_json_delta", "partial_json": call["arguments"]}),
                 ("content_block_stop", {"type": "content_block_stop", "index": self.index})]
         return events
+
+
+def message_start_events(message_id: str, model: str, input_tokens: int) -> list[Event]:
+    message: dict[str, Any] = {"id": message_id, "type": "message", "role": "assistant", "model": model,
+                               "content": [], "stop_reason": None, "stop_sequence": None,
+                               "usage": {"input_tokens": input_tokens, "output_tokens": 1,
+                                         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+    return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
+
+
+def block_events(index: int, block: dict) -> list[Event]:
+    """One whole content block as Anthropic streams it: start, its content in one delta, stop. Result blocks of
+    server tools come whole in their start, as the API sends them."""
+    kind = block["type"]
+    start: dict[str, Any]
+    delta: dict[str, Any] | None
+    if kind == "text":
+        start, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": block["text"]}
+    elif kind == "thinking":
+        start, delta = {"type": "thinking", "thinking": "", "signature": ""}, {
+            "type": "thinking_delta", "thinking": block["thinking"]}
+    elif kind in ("tool_use", "server_tool_use"):
+        start, delta = {**block, "input": {}}, {"type": "input_json_delta", "partial_json": json_dumps(block["input"])}
+    else:
+        start, delta = block, None
+    events: list[Event] = [("content_block_start", {"type": "content_block_start", "index": index,
+                                                    "content_block": start})]
+    if delta is not None:
+        events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+    return events + [("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+
+class ComposedStream:
+    """An answer the proxy composes from several whole backend answers (it ran server tools between them), as
+    an Anthropic stream: ``receive(message)`` per answer (see ``server_tool_rounds``) sends its blocks at once;
+    the answer whose ``stop_reason`` is set ends the message, with the usage of them all."""
+    client_dialect = "anthropic"
+    at_boundary = True
+
+    def __init__(self, model: str, input_tokens: int, message_id: str):
+        self.model, self.input_estimate, self.message_id = model, input_tokens, message_id
+        self.index = -1
+        self.usage = {"input_tokens": 0, "output_tokens": 0}
+        self.searches = 0
+        self.done = False
+        self.failed: ProxyError | None = None
+
+    def start(self) -> list[Event]:
+        return message_start_events(self.message_id, self.model, self.input_estimate)
+
+    def receive(self, message: dict) -> list[Event]:
+        events: list[Event] = []
+        for block in message["content"]:
+            self.index += 1
+            events += block_events(self.index, block)
+        for k in self.usage:
+            self.usage[k] += message["usage"].get(k, 0)
+        self.searches += server_tool_usage(message["content"])["web_search_requests"]
+        if message["stop_reason"] is None:
+            return events
+        self.done = True
+        usage = {**self.usage, "server_tool_use": {"web_search_requests": self.searches, "web_fetch_requests": 0}}
+        return events + [("message_delta", {"type": "message_delta", "delta": {
+            "stop_reason": message["stop_reason"], "stop_sequence": message.get("stop_sequence")}, "usage": usage}),
+            ("message_stop", {"type": "message_stop"})]
+
+    def end(self) -> list[Event]:
+        return [] if self.done else self.fail(ProxyError(502, "the answer ended before it was complete", "api_error"))
+
+    def fail(self, error: ProxyError) -> list[Event]:
+        if self.done:
+            return []
+        self.done, self.failed = True, error
+        return [("error", error.anthropic_body())]
+
+    @staticmethod
+    def encode(events: list[Event]) -> bytes:
+        return sse_frames(events)
+
+    def usage_counts(self) -> tuple[int | None, int | None]:
+        return self.usage["input_tokens"], self.usage["output_tokens"]
 
 
 def completion_as_chunk(resp: Any) -> dict:
@@ -3603,6 +3835,78 @@ async def _read_error_body(resp: aiohttp.ClientResponse) -> str:
         resp.release()
 
 
+# ---- web search providers ---------------------------------------------------------------------------------
+# Each: how to ask it (method, URL, request options), where its answer keeps the results, and the names of a
+# result's snippet and age fields.
+
+def _searxng_request(search: WebSearch, query: str, tool: dict) -> tuple[str, str, dict]:
+    # SearXNG answers JSON only when "json" is in search.formats of its settings.yml; 403 otherwise.
+    return "GET", search.url.removesuffix("/search") + "/search", {"params": {"q": query, "format": "json"}}
+
+
+def _brave_request(search: WebSearch, query: str, tool: dict) -> tuple[str, str, dict]:
+    params = {"q": query, "count": "20"}  # its most: results are filtered by domain afterwards
+    location = tool.get("user_location")
+    country = location.get("country") if isinstance(location, dict) else None
+    if isinstance(country, str) and country:
+        params["country"] = country.lower()
+    return "GET", search.url, {"params": params, "headers": {
+        "X-Subscription-Token": search.api_key or "", "Accept": "application/json"}}
+
+
+def _tavily_request(search: WebSearch, query: str, tool: dict) -> tuple[str, str, dict]:
+    body: dict[str, Any] = {"query": query, "max_results": min(search.max_results, 20)}
+    for ours, theirs in (("allowed_domains", "include_domains"), ("blocked_domains", "exclude_domains")):
+        if _list(tool.get(ours)):
+            body[theirs] = [d for d in tool[ours] if isinstance(d, str)]
+    return "POST", search.url, {"json": body, "headers": {"Authorization": f"Bearer {search.api_key or ''}"}}
+
+
+SEARCH_APIS = {  # provider → (request, path to the results, snippet field, age fields)
+    "searxng": (_searxng_request, ("results",), "content", ("publishedDate",)),
+    "brave": (_brave_request, ("web", "results"), "description", ("page_age", "age")),
+    "tavily": (_tavily_request, ("results",), "content", ("published_date",)),
+}
+# What a provider's refusal most likely means, for the log line.
+SEARCH_HINTS = {("searxng", 403): "add json to search.formats in SearXNG's settings.yml",
+                ("brave", 401): "check --web-search-key", ("brave", 422): "check --web-search-key",
+                ("tavily", 401): "check --web-search-key"}
+
+
+async def web_search(session: aiohttp.ClientSession, search: WebSearch, query: str,
+                     tool: dict) -> list[dict] | str:
+    """The provider's results for ``query`` (``tool``: the request's web search tool, with its domains and
+    location) as ``{"title", "url", "snippet", "page_age"}``, or the error code of Anthropic's web search
+    (``too_many_requests`` or ``unavailable``) with the cause logged."""
+    method, url, options = SEARCH_APIS[search.provider][0](search, query, tool)
+    timeout = aiohttp.ClientTimeout(total=search.timeout)
+    try:
+        async with session.request(method, url, timeout=timeout, **options) as resp:
+            if resp.status != 200:
+                hint = SEARCH_HINTS.get((search.provider, resp.status))
+                body = (await resp.text(errors="replace"))[:300]
+                log.warning("web search via %s failed: HTTP %d %s%s", search.provider, resp.status,
+                            body.replace(search.api_key or "\0", redact_key(search.api_key)), f" ({hint})" if hint
+                            else "")
+                return "too_many_requests" if resp.status == 429 else "unavailable"
+            data = await resp.json(loads=json_loads, content_type=None)
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        log.warning("web search via %s failed: %s", search.provider, _describe(exc) or "timed out")
+        return "unavailable"
+    return search_results(search.provider, data)
+
+
+def search_results(provider: str, data: Any) -> list[dict]:
+    """The results of a provider's answer as ``{"title", "url", "snippet", "page_age"}``; what is not a result
+    with a URL is skipped."""
+    _, path, snippet, ages = SEARCH_APIS[provider]
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return [{"title": str(r.get("title") or r["url"]), "url": r["url"], "snippet": str(r.get(snippet) or ""),
+             "page_age": next((str(r[a]) for a in ages if r.get(a)), None)}
+            for r in _list(data) if isinstance(r, dict) and isinstance(r.get("url"), str)]
+
+
 # ======================================================================================================
 # 7. HTTP handlers and app
 # ======================================================================================================
@@ -3872,18 +4176,19 @@ class _ClientGone(Exception):
     """The client closed its connection: nothing more can be written to it."""
 
 
-async def pump_stream(request: web.Request, resp: aiohttp.ClientResponse, backend: Backend,
+async def pump_stream(request: web.Request, resp: aiohttp.ClientResponse | None, backend: Backend,
                       translator: StreamTranslator, source: AsyncIterator[list[Any]]) -> web.StreamResponse:
-    """Serve one stream for either front door: read the backend's events (``source``), feed ``translator``,
-    write what it returns once per network read, with keep-alive pings while the backend is silent; then
-    finish, fail or shut down.
+    """Serve one stream for either front door: read the backend's events (``source``; from ``resp``, or None
+    for answers the proxy composes), feed ``translator``, write what it returns once per network read, with
+    keep-alive pings while the backend is silent; then finish, fail or shut down.
 
     After the first byte the HTTP status is spent, so every failure, expected or not, flushes what was
     translated and ends the stream with an error in the client's dialect (logged, with the traceback when it is
     a proxy bug). A client that leaves cancels the handler, which closes the backend request."""
     config = request.app[CONFIG_KEY]
-    out = web.StreamResponse(status=resp.status, headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
-    async with resp:
+    out = web.StreamResponse(status=resp.status if resp else 200,
+                             headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
+    async with resp or contextlib.nullcontext():
         await out.prepare(request)
         request[STREAM_KEY] = out
         request[LOG_KEY].first_byte = time.monotonic()
@@ -3919,7 +4224,7 @@ async def pump_stream(request: web.Request, resp: aiohttp.ClientResponse, backen
             await out.write_eof()
         except ConnectionError:
             return out
-        if translator.failed is None:
+        if translator.failed is None and resp is not None:
             await _read_to_end(resp)
     return out
 
@@ -4049,6 +4354,184 @@ async def with_fallbacks(request: web.Request, candidates: list[tuple[Backend, s
     raise AssertionError("unreachable: the last candidate raises or returns")
 
 
+# ---- server tools the proxy runs (web search, tool search) ----------------------------------------------
+# A backend that cannot run Anthropic's server tools gets them as functions. When the model calls one, the proxy
+# runs it, gives the client the server_tool_use and result blocks Anthropic's API would, gives the model the
+# result, and asks again, until the model answers otherwise. A forced tool_choice holds for the first ask only.
+
+SERVER_TOOL_ROUNDS = 10  # answers of the backend in one request, at most, before the turn is paused
+
+
+def server_tools_of(body: dict) -> dict[str, tuple[str, dict]]:
+    """The server tools of a request that the proxy runs: function name → (PROXY_SERVER_TOOLS kind, tool)."""
+    return {t["name"]: (kind, t) for t in _list(body.get("tools")) for kind in [proxy_server_tool(t)]
+            if kind and isinstance(t.get("name"), str)}
+
+
+@dataclass
+class ServerToolRun:
+    """One server tool call the proxy ran: the blocks the client gets, what the model is told, and the
+    functions it gained (the tools a tool search loaded)."""
+    call: dict  # the model's tool_use block
+    blocks: list[dict]
+    told: str
+    loaded: list[dict] = field(default_factory=list)
+
+
+async def run_server_tool(request: web.Request, kind: str, tool: dict, call: dict, uses: dict[str, int],
+                          body: dict) -> ServerToolRun:
+    query = call["input"].get("query")
+    use = {"type": "server_tool_use", "id": "srvtoolu_" + secrets.token_hex(12), "name": tool["name"],
+           "input": call["input"]}
+    uses[tool["name"]] = uses.get(tool["name"], 0) + 1
+    if kind == "web_search_":
+        found = await _searched(request, tool, query, uses[tool["name"]])
+        if isinstance(found, str):
+            return ServerToolRun(call, [use, {"type": "web_search_tool_result", "tool_use_id": use["id"], "content": {
+                "type": "web_search_tool_result_error", "error_code": found}}], f"Web search error: {found}")
+        return ServerToolRun(call, [use, {"type": "web_search_tool_result", "tool_use_id": use["id"], "content": [
+            {"type": "web_search_result", "title": r["title"], "url": r["url"], "page_age": r["page_age"],
+             "encrypted_content": base64.b64encode(r["snippet"].encode()).decode()} for r in found]}],
+            "\n\n".join(f"{i}. {r['title']}\n{r['url']}\n{r['snippet']}" for i, r in enumerate(found, 1))
+            or "No results.")
+    try:
+        names = find_tools(_list(body.get("tools")), query, kind) if isinstance(query, str) and query else None
+    except re.error:
+        names = None
+    if names is None:
+        return ServerToolRun(call, [use, {"type": "tool_search_tool_result", "tool_use_id": use["id"], "content": {
+            "type": "tool_search_tool_result_error", "error_code": "invalid_tool_input"}}],
+            "Tool search error: invalid_tool_input (the query must be a non-empty, valid pattern)")
+    tools = [t for t in _list(body.get("tools")) if isinstance(t, dict) and t.get("name") in names]
+    loaded, _, _ = _convert_tools(tools, None, openai_tool_names(body), set(names))
+    return ServerToolRun(call, [use, {"type": "tool_search_tool_result", "tool_use_id": use["id"], "content": {
+        "type": "tool_search_tool_search_result", "tool_references": [
+            {"type": "tool_reference", "tool_name": n} for n in names]}}],
+        f"Tools loaded: {', '.join(names)}" if names else "No tools matched.", loaded)
+
+
+async def _searched(request: web.Request, tool: dict, query: Any, use: int) -> list[dict] | str:
+    """The results of one web search, filtered by the tool's domains, or its error code."""
+    search = request.app[CONFIG_KEY].search
+    max_uses = tool.get("max_uses")
+    if isinstance(max_uses, int) and use > max_uses:
+        return "max_uses_exceeded"
+    if not isinstance(query, str) or not query.strip():
+        return "invalid_tool_input"
+    if search is None:
+        log.warning("%s a web search was asked for (%r) but no provider is configured: start the proxy with "
+                    "--web-search searxng|brave|tavily (see the README, 'Web search')", request[REQUEST_ID_KEY],
+                    query[:100])
+        return "unavailable"
+    session = request.app[UPSTREAM_KEY].session
+    assert session is not None
+    found = await web_search(session, search, query, tool)
+    if isinstance(found, str):
+        return found
+    allowed, blocked = _list(tool.get("allowed_domains")), _list(tool.get("blocked_domains"))
+    return [r for r in found if _domain_in(r["url"], allowed, True) and not _domain_in(r["url"], blocked, False)][
+        :search.max_results]
+
+
+def _domain_in(url: str, domains: list, empty: bool) -> bool:
+    """Whether ``url``'s host is one of ``domains`` or under one (``empty`` when there are none)."""
+    if not domains:
+        return empty
+    host = (urlsplit(url).hostname or "").lower()
+    return any(isinstance(d, str) and (host == d.lower().strip(".") or host.endswith("." + d.lower().strip(".")))
+               for d in domains)
+
+
+def _next_ask(payload: dict, message: dict, runs: list[ServerToolRun], servers: dict[str, tuple[str, dict]],
+              uses: dict[str, int], names: dict[str, str]) -> dict:
+    """The request that continues a conversation after the model's server tool calls: its answer (translated
+    as any assistant turn is, thought signatures and reasoning included) and what the calls gave, the functions
+    they loaded, and no more forced tool_choice (the model would search until max_uses); a tool whose uses are
+    spent is no longer offered."""
+    turns = [_assistant_message(message["content"], "answer", names)] + [
+        {"role": "tool", "tool_call_id": split_tool_id(sanitize_tool_id(r.call["id"]))[0], "content": r.told}
+        for r in runs]
+    spent = {name for name, (_, tool) in servers.items()
+             if isinstance(tool.get("max_uses"), int) and uses.get(name, 0) >= tool["max_uses"]}
+    tools = [t for t in payload.get("tools", []) if t["function"]["name"] not in spent]
+    tools += [t for r in runs for t in r.loaded if t not in tools]
+    ask = {k: v for k, v in payload.items() if k not in ("tool_choice", "tools", "parallel_tool_calls")}
+    return {**ask, "messages": payload["messages"] + turns, **({"tools": tools} if tools else {})}
+
+
+async def server_tool_rounds(request: web.Request, backend: Backend, key: str | None, payload: dict, body: dict,
+                             first: dict, translate: Callable[[Any], dict]) -> AsyncIterator[dict]:
+    """Each answer of the backend, from ``first`` on, as an Anthropic message whose server tool calls are
+    replaced by their use and result blocks; ``stop_reason`` None on all but the last. ``translate`` turns the
+    backend's JSON into such a message."""
+    config = request.app[CONFIG_KEY]
+    servers = server_tools_of(body)
+    names = openai_tool_names(body)
+    uses: dict[str, int] = {}
+    message = first
+    for _ in range(SERVER_TOOL_ROUNDS):
+        calls = [b for b in message["content"] if b["type"] == "tool_use" and b["name"] in servers]
+        if not calls:
+            yield message
+            return
+        runs = [await run_server_tool(request, *servers[c["name"]], c, uses, body) for c in calls]
+        by_call = {id(r.call): r.blocks for r in runs}
+        content = [x for b in message["content"] for x in by_call.get(id(b), [b])]
+        if any(b["type"] == "tool_use" for b in content):  # the client has its own tools to run as well
+            yield {**message, "content": content, "stop_reason": "tool_use"}
+            return
+        yield {**message, "content": content, "stop_reason": None}
+        payload = _next_ask(payload, message, runs, servers, uses, names)
+        resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
+        message = translated_answer(config, backend, translate, await _read_backend_json(resp, config, backend))
+    # As Anthropic's API does after its own limit of server tool rounds: the client may continue the turn.
+    yield {**message, "content": [b for b in message["content"] if b["type"] != "tool_use"],
+           "stop_reason": "pause_turn"}
+
+
+async def composed_message(rounds: AsyncIterator[dict]) -> dict:
+    """The rounds of a server tool conversation as the one message Anthropic's API would answer with."""
+    message: dict = {}
+    async for answer in rounds:
+        if not message:
+            message = {**answer, "usage": dict(answer["usage"])}
+            continue
+        message["content"] = message["content"] + answer["content"]
+        for k in ("input_tokens", "output_tokens"):
+            message["usage"][k] = message["usage"].get(k, 0) + answer["usage"].get(k, 0)
+        message["stop_reason"], message["stop_sequence"] = answer["stop_reason"], answer.get("stop_sequence")
+    message["usage"]["server_tool_use"] = server_tool_usage(message["content"])
+    return message
+
+
+def server_tool_usage(content: list[dict]) -> dict[str, int]:
+    return {"web_search_requests": sum(1 for b in content if b["type"] == "web_search_tool_result"),
+            "web_fetch_requests": 0}
+
+
+async def answer_with_server_tools(request: web.Request, backend: Backend, key: str | None, payload: dict,
+                                   body: dict, translate: Callable[[Any], dict]) -> web.StreamResponse:
+    """A request offering server tools the proxy runs: the backend is asked for whole answers (the tools run
+    between them); a streaming client gets each answer's blocks as soon as it is complete."""
+    config = request.app[CONFIG_KEY]
+    payload = {k: v for k, v in payload.items() if k not in ("stream", "stream_options")}
+    resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
+    first = translated_answer(config, backend, translate, await _read_backend_json(resp, config, backend))
+    rounds = server_tool_rounds(request, backend, key, payload, body, first, translate)
+    if body.get("stream"):
+        translator = ComposedStream(body["model"], first["usage"]["input_tokens"], first["id"])
+        return await pump_stream(request, None, backend, translator, _one_by_one(rounds))
+    message = await composed_message(rounds)
+    rlog = request[LOG_KEY]
+    rlog.input_tokens, rlog.output_tokens = message["usage"]["input_tokens"], message["usage"]["output_tokens"]
+    return web.Response(text=json_dumps(message), content_type="application/json")
+
+
+async def _one_by_one(items: AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
+    async for item in items:
+        yield [item]
+
+
 # ---- Anthropic front door -----------------------------------------------------------------------------
 
 async def read_model_request(request: web.Request, validate: Any) -> tuple[dict, RequestLog]:
@@ -4066,6 +4549,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
     body, rlog = await read_model_request(request, validate_messages_request)
     sent_names = openai_tool_names(body)  # client's tool name → backend's, once for every fallback
     names = {v: k for k, v in sent_names.items()}  # and back, for the answer
+    run_tools = bool(server_tools_of(body))  # web search, tool search: the proxy runs them
 
     async def attempt(backend: Backend, model: str) -> web.StreamResponse:
         key = backend_key(request, backend)
@@ -4074,6 +4558,10 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         payload = anthropic_to_openai_request(body, model, config.max_tokens, config.reasoning_effort, sent_names)
         estimate = count_request_tokens(body)
         offered = offered_functions(payload)  # calls the model writes as text count only for these
+        if run_tools:
+            return await answer_with_server_tools(request, backend, key, payload, body, lambda data: (
+                openai_to_anthropic_response(data, body["model"], names, body.get("stop_sequences"), estimate,
+                                             offered)))
         translator = OpenAIToAnthropicStream(body["model"], estimate, names, body.get("stop_sequences"),
                                              offered_tools=offered) \
             if body.get("stream") else None  # made before the backend is asked: nothing can fail between
@@ -4377,7 +4865,7 @@ def configured_window(config: Config, model: str | None) -> int | None:
 
 
 def claude_env(config: Config, base_url: str | None, key: str | None, model: str | None = None,
-               small_model: str | None = None) -> dict[str, str]:
+               small_model: str | None = None, tool_search: bool = False) -> dict[str, str]:
     """The environment Claude Code needs to use this proxy."""
     env = {"ANTHROPIC_BASE_URL": (base_url or proxy_base_url(config)).rstrip("/"),
            "ANTHROPIC_API_KEY": key or (config.proxy_keys[0] if config.proxy_keys else "claude_proxy")}
@@ -4391,6 +4879,8 @@ def claude_env(config: Config, base_url: str | None, key: str | None, model: str
     if small_model:
         env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] = small_model
         env["ANTHROPIC_SMALL_FAST_MODEL"] = small_model
+    if tool_search:  # behind a base URL that is not Anthropic's, Claude Code loads every MCP tool up front
+        env["ENABLE_TOOL_SEARCH"] = "true"
     return env
 
 
@@ -4533,8 +5023,9 @@ def startup_lines(config: Config) -> list[str]:
                        for r in shown)
     client_key_hint = '<a --proxy-key>' if config.proxy_keys else 'any-value' if primary.api_key else \
         '<your backend key>'
+    search = f"; web search via {config.search.provider} ({redact_url(config.search.url)})" if config.search else ""
     first = (f"claude_proxy {__version__} listening on {base} → {redact_url(primary.endpoint)} ({key}); "
-             f"model {config.model or 'as requested'}{'; ' + routes if routes else ''}")
+             f"model {config.model or 'as requested'}{'; ' + routes if routes else ''}{search}")
     return [first,
             f"  export ANTHROPIC_BASE_URL={base}",
             f"  export ANTHROPIC_API_KEY={client_key_hint}",
@@ -4687,6 +5178,14 @@ def _build_cli():  # click is imported lazily so the module imports without it
     @click.option("--context-window", envvar="CLAUDE_PROXY_CONTEXT_WINDOW", default=None, type=click.IntRange(min=1),
                   help="The backend model's context window in tokens: overflow errors then always carry the numbers "
                        "Claude Code compacts by, and setup-claude tells Claude Code when to compact.")
+    @click.option("--web-search", envvar="CLAUDE_PROXY_WEB_SEARCH", default=None,
+                  type=click.Choice(WEB_SEARCH_PROVIDERS),
+                  help="Run Claude Code's web searches with this provider for backends that cannot search "
+                       "themselves. Without it a search answers 'unavailable'.")
+    @click.option("--web-search-url", envvar="CLAUDE_PROXY_WEB_SEARCH_URL", default=None,
+                  help="SearXNG's address (needed); for Brave and Tavily, another API address.")
+    @click.option("--web-search-key", envvar=WEB_SEARCH_KEY_ENV, default=None,
+                  help="The search provider's API key (Brave, Tavily).")
     @click.option("--system-turns", envvar="CLAUDE_PROXY_SYSTEM_TURNS", default=None, type=click.Choice(SYSTEM_TURNS),
                   help="System turns inside the conversation (Claude Code sends them): 'keep' them in place, or "
                        "'fold' them into the next user turn for chat templates that take a system message only "
@@ -4742,7 +5241,8 @@ def _build_cli():  # click is imported lazily so the module imports without it
             return
         logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
                             stream=sys.stderr)
-        secrets_ = [config.api_key or "", *config.proxy_keys, *(b.api_key or "" for b in config.backends)]
+        secrets_ = [config.api_key or "", *config.proxy_keys, *(b.api_key or "" for b in config.backends),
+                    config.web_search_key or ""]
         logging.getLogger().handlers[0].addFilter(_RedactingFilter(secrets_))
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         try:
@@ -4772,12 +5272,17 @@ def _build_cli():  # click is imported lazily so the module imports without it
                   help="Also set ANTHROPIC_DEFAULT_HAIKU_MODEL and ANTHROPIC_SMALL_FAST_MODEL.")
     @click.option("--settings", "settings_path", default=None, type=click.Path(dir_okay=False),
                   help="Settings file [default: ~/.claude/settings.json].")
+    @click.option("--tool-search", is_flag=True,
+                  help="Also set ENABLE_TOOL_SEARCH=true: Claude Code then defers MCP tools and loads them on "
+                       "demand, as it does with Anthropic's API (many MCP tools cost tens of thousands of tokens "
+                       "per turn otherwise).")
     @click.option("--print", "print_only", is_flag=True, help="Print shell export lines instead of writing.")
     @click.pass_obj
     def setup_claude(config: Config, base_url: str | None, key: str | None, claude_model: str | None,
-                     small_model: str | None, settings_path: str | None, print_only: bool) -> None:
+                     small_model: str | None, tool_search: bool, settings_path: str | None,
+                     print_only: bool) -> None:
         """Point Claude Code at the proxy: merge ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY into its settings."""
-        env = claude_env(config, base_url, key, claude_model, small_model)
+        env = claude_env(config, base_url, key, claude_model, small_model, tool_search)
         if print_only:
             for name, value in env.items():
                 click.echo(f"export {name}={shlex.quote(value)}")

@@ -338,6 +338,14 @@ class FakeOpenAI(LoopbackServer):
                 calls.append({"id": f"c{n}{int(time.time() * 1000) % 10000000:07d}" if "mistral" in body["model"].lower()
                               else f"call_{n}_{int(time.time() * 1000) % 100000}", "name": m.group(1),
                               "arguments": arguments})
+            forced = (body.get("tool_choice") or {}).get("function", {}).get("name") \
+                if isinstance(body.get("tool_choice"), dict) else None
+            if forced and not calls:  # a forced tool is called, as a real model must: with the user's words
+                tool = next(t["function"] for t in body.get("tools", []) if t["function"]["name"] == forced)
+                words = user_text.strip().rsplit("\n", 1)[-1][-200:]
+                calls.append({"id": f"call_f_{int(time.time() * 1000) % 100000}", "name": forced, "arguments":
+                              json.dumps({"query": words} if "query" in tool["parameters"].get("properties", {})
+                                         else {})})
             images = sum(1 for m in msgs if isinstance(m.get("content"), list)
                          for p in m["content"] if p.get("type") == "image_url")
             text = "" if calls else f"Hello from {body['model']}! You said: {user_text.strip()[-80:]}"

@@ -44,15 +44,18 @@ SCRIPT = textwrap.dedent("""\
     set -u
     ip link set lo up 2>/dev/null || true
     "$PY" "$TESTS/fake_openai.py" --port 18931 --log "$OUT/backend.jsonl" 2>"$OUT/backend.err" &
+    "$PY" "$TESTS/fake_search.py" searxng --port 18933 2>"$OUT/search.err" &
     "$PY" "$ROOT/claude_proxy.py" --url 127.0.0.1:18931/v1 --port 18932 --model fake-main \\
-        --haiku-model fake-haiku --opus-model fake-gemini-3 --log-level debug 2>"$OUT/proxy.log" >"$OUT/proxy.out" &
+        --haiku-model fake-haiku --opus-model fake-gemini-3 --log-level debug \\
+        --web-search searxng --web-search-url 127.0.0.1:18933 2>"$OUT/proxy.log" >"$OUT/proxy.out" &
     for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/18932) 2>/dev/null && break; sleep 0.1; done
+    for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/18933) 2>/dev/null && break; sleep 0.1; done
     cd "$WORK"
     run() {
         name=$1; shift
         env -i PATH=/usr/bin:/bin HOME="$CCHOME" TERM=dumb ANTHROPIC_BASE_URL=http://127.0.0.1:18932 \\
             ANTHROPIC_API_KEY=dummy-client-key DISABLE_TELEMETRY=1 DISABLE_ERROR_REPORTING=1 \\
-            DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 \\
+            DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 ${EXTRA_ENV:-} \\
             timeout 120 "$CLAUDE" "$@" --output-format json >"$OUT/$name.json" 2>"$OUT/$name.err"
         echo $? >"$OUT/$name.rc"
     }
@@ -65,7 +68,12 @@ SCRIPT = textwrap.dedent("""\
     run gemini -p "Read it. TOOL_CALL:Read:{\\"file_path\\":\\"$WORK/secret.txt\\"}" --allowedTools Read --model opus
     run textcalls -p "Read it. TOOL_CALL:Read:{\\"file_path\\":\\"$WORK/secret.txt\\"}" --allowedTools Read \\
         --model textcalls-hermes-noparser
-    kill %1 %2
+    run websearch -p "Look it up. TOOL_CALL:WebSearch:{\\"query\\":\\"aiohttp streaming\\"}" --allowedTools WebSearch
+    MCP="{\\"mcpServers\\":{\\"fake\\":{\\"command\\":\\"$PY\\",\\"args\\":[\\"$TESTS/fake_mcp.py\\"]}}}"
+    EXTRA_ENV=ENABLE_TOOL_SEARCH=true run deferred \\
+        -p "Find it. TOOL_CALL:ToolSearch:{\\"query\\":\\"select:mcp__fake__shout\\"} DEFERRED-RUN" \\
+        --mcp-config "$MCP" --allowedTools ToolSearch
+    kill %1 %2 %3
     wait
 """)
 
@@ -146,13 +154,38 @@ def test_tool_calls_written_as_text_run_through_claude_code(claude_run):
     assert any(m["role"] == "tool" and "PINEAPPLE-42" in json.dumps(m["content"]) for m in sent[-1]["messages"])
 
 
+def test_web_search_through_claude_code_returns_the_providers_results(claude_run):
+    """Claude Code's WebSearch asks for Anthropic's server tool; the proxy runs it with the (fake) SearXNG."""
+    data = result(claude_run, "websearch")
+    assert "aiohttp streaming - result 1" in data["result"], data["result"]  # a title, back through the loop
+    searches = [r for r in claude_run["requests"] if any(t["function"]["name"] == "web_search"
+                                                         for t in r.get("tools", []))]
+    assert searches and searches[0]["tool_choice"] == {"type": "function", "function": {"name": "web_search"}}
+    assert "https://docs.example.com/" in searches[-1]["messages"][-1]["content"]  # the model got the results
+    assert "stream ended in error" not in claude_run["proxy_log"], claude_run["proxy_log"][-3000:]
+
+
+def test_deferred_tools_through_claude_code_are_offered_once_loaded(claude_run):
+    """With tool search on, Claude Code defers its MCP tools; the backend sees one only after ToolSearch loads
+    it."""
+    result(claude_run, "deferred")
+    runs = [r for r in claude_run["requests"] if "DEFERRED-RUN" in json.dumps(r["messages"][:3])]
+    offered = [[t["function"]["name"] for t in r.get("tools", [])] for r in runs]
+    assert offered and "ToolSearch" in offered[0], offered
+    assert not any(n.startswith("mcp__fake__") for n in offered[0]), offered[0]
+    assert "mcp__fake__shout" in offered[-1] and "mcp__fake__echo" not in offered[-1], offered[-1]
+
+
 def test_every_backend_request_streamed_and_was_valid(claude_run):
-    for name in ("hello", "read", "bash", "parallel", "gemini", "textcalls"):
+    for name in ("hello", "read", "bash", "parallel", "gemini", "textcalls", "websearch", "deferred"):
         result(claude_run, name)
     reqs = claude_run["requests"]
     assert len(reqs) >= 7, len(reqs)
     # no request fell back to non-streaming: Claude Code only does that after a broken stream
-    assert all(r.get("stream") is True for r in reqs), [r.get("stream") for r in reqs]
+    # (but the server tool rounds: the proxy asks for whole answers to run the tools between them)
+    assert all(r.get("stream") is True for r in reqs if not any(t["function"]["name"] == "web_search"
+                                                                for t in r.get("tools", []))), \
+        [r.get("stream") for r in reqs]
     models = {r["model"] for r in reqs}
     assert models == {"fake-main", "fake-haiku", "fake-gemini-3", "textcalls-hermes-noparser"}, models
     assert "→ 4" not in claude_run["proxy_log"] and "→ 5" not in claude_run["proxy_log"], claude_run["proxy_log"]

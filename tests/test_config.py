@@ -102,3 +102,11 @@ def test_mistakes_in_secret_values_never_show_the_value(tmp_path):
         with pytest.raises(cp.ConfigFileError) as info:
             cp.load_config_file(str(path))
         assert "hunter2" not in str(info.value) and "SECRET" not in str(info.value), info.value
+
+
+def test_a_mistake_in_an_inline_array_of_tables_names_its_line(tmp_path):
+    """Found by the config fuzzer: ``backends = [{ }]`` has no [[backends]] header to point at."""
+    path = tmp_path / "proxy.toml"
+    path.write_text('# backends written inline\nbackends = [{  }]\n')
+    with pytest.raises(cp.ConfigFileError, match=r"proxy\.toml:2: \[\[backends\]\] needs a name"):
+        cp.load_config_file(str(path))

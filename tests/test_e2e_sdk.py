@@ -73,7 +73,7 @@ def test_parallel_tool_calls_stream_and_json(make_proxy, backend, model):
             ("tool_use", "Read", {"file_path": "/tmp/a.txt"}), ("tool_use", "Bash", {"command": "ls -la"})]
         assert msg.stop_reason == "tool_use"
     sent = backend.requests[-1]
-    assert [t["function"]["name"] for t in sent["tools"]] == ["Read", "Bash"]  # server tool dropped
+    assert [t["function"]["name"] for t in sent["tools"]] == ["Read", "Bash", "web_search"]  # the proxy runs it
     assert "$schema" not in json.dumps(sent["tools"])  # the Gemini-strict fake would have answered 400
 
 

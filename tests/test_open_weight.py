@@ -8,6 +8,7 @@ import re
 
 import anthropic
 import pytest
+from fake_openai import TEXT_CALL_PREAMBLE, TEXT_CALLS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -297,7 +298,6 @@ context_window = 16384
 
 # ---- tool calls written as text (issue #10, part 3) --------------------------------------------------------
 
-from fake_openai import TEXT_CALL_PREAMBLE, TEXT_CALLS
 
 TOOLS = [{"name": "Read", "description": "Read a file", "input_schema": {
              "type": "object", "properties": {"file_path": {"type": "string"}, "limit": {"type": "integer"},

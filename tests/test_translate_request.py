@@ -174,14 +174,16 @@ def test_schema_sanitizer_strips_what_gemini_rejects_and_keeps_property_names():
 def test_tools_choice_and_server_tools():
     out = translate({"messages": [{"role": "user", "content": "hi"}], "tools": [
         {"name": "Read", "description": "Read a file", "input_schema": CLAUDE_CODE_READ_SCHEMA,
-         "cache_control": {"type": "ephemeral"}, "defer_loading": True, "strict": True},
+         "cache_control": {"type": "ephemeral"}, "strict": True},
+        {"type": "code_execution_20250825", "name": "code_execution"},
         {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
         {"name": "NoSchema"}],
         "tool_choice": {"type": "any", "disable_parallel_tool_use": True}})
-    assert [t["function"]["name"] for t in out["tools"]] == ["Read", "NoSchema"]
+    # code execution runs at Anthropic only; web search becomes a function the proxy runs (issue #11)
+    assert [t["function"]["name"] for t in out["tools"]] == ["Read", "web_search", "NoSchema"]
     assert set(out["tools"][0]) == {"type", "function"}
     assert set(out["tools"][0]["function"]) == {"name", "description", "parameters"}
-    assert out["tools"][1]["function"]["parameters"] == {"type": "object", "properties": {}}
+    assert out["tools"][2]["function"]["parameters"] == {"type": "object", "properties": {}}
     assert out["tool_choice"] == "required" and out["parallel_tool_calls"] is False
     for choice, expected in [({"type": "auto"}, "auto"), ({"type": "none"}, "none"),
                              ({"type": "tool", "name": "Read"}, {"type": "function", "function": {"name": "Read"}})]:
@@ -191,9 +193,10 @@ def test_tools_choice_and_server_tools():
         assert "parallel_tool_calls" not in got
 
 
-def test_only_server_tools_means_no_tools_at_all():
-    out = translate({"messages": [{"role": "user", "content": "hi"}],
-                     "tools": [{"type": "web_search_20250305", "name": "web_search"}], "tool_choice": {"type": "auto"}})
+def test_only_server_tools_no_backend_can_run_means_no_tools_at_all():
+    out = translate({"messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "code_execution_20250825", "name": "code_execution"}, {"type": "web_fetch_20250910", "name": "web_fetch"}],
+        "tool_choice": {"type": "auto"}})
     assert "tools" not in out and "tool_choice" not in out
 
 
