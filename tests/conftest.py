@@ -152,7 +152,7 @@ def assert_anthropic_grammar(events: list[tuple[str, dict]], expect_error: bool 
             kind = blocks[open_index]["type"]
             dtype = data["delta"]["type"]
             allowed = {"text": {"text_delta", "citations_delta"}, "thinking": {"thinking_delta", "signature_delta"},
-                       "tool_use": {"input_json_delta"}}[kind]
+                       "tool_use": {"input_json_delta"}, "server_tool_use": {"input_json_delta"}}.get(kind, set())
             assert dtype in allowed, f"{dtype} inside a {kind} block"
             if dtype == "input_json_delta":
                 json_bufs[open_index] = json_bufs.get(open_index, "") + data["delta"]["partial_json"]

@@ -38,7 +38,9 @@ from anthropic.types import (
     TextDelta,
     ThinkingBlock,
     ThinkingDelta,
+    ToolSearchToolResultBlock,
     ToolUseBlock,
+    WebSearchToolResultBlock,
 )
 from conftest import (
     ProxyServer,
@@ -80,7 +82,8 @@ E2E = settings(max_examples=60, deadline=timedelta(seconds=30), derandomize=True
 
 TOOL_NAME_MAPS = st.sampled_from([None, {}, {"Read": "Read"}, {"mcp__srv__tool": "mcp.srv.tool"}])
 BLOCK_TYPES = {"text": TextBlock, "thinking": ThinkingBlock, "redacted_thinking": RedactedThinkingBlock,
-               "tool_use": ToolUseBlock, "server_tool_use": ServerToolUseBlock}
+               "tool_use": ToolUseBlock, "server_tool_use": ServerToolUseBlock,
+               "web_search_tool_result": WebSearchToolResultBlock, "tool_search_tool_result": ToolSearchToolResultBlock}
 DELTA_TYPES = {"text_delta": TextDelta, "thinking_delta": ThinkingDelta, "signature_delta": SignatureDelta,
                "input_json_delta": InputJSONDelta, "citations_delta": CitationsDelta}
 EVENT_TYPES = {"message_start": RawMessageStartEvent, "message_delta": RawMessageDeltaEvent,

@@ -281,3 +281,21 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size
 def test_any_provider_answer_gives_results_or_none_never_an_exception(provider, data):
     for r in cp.search_results(provider, data):
         assert isinstance(r["url"], str) and isinstance(r["title"], str) and isinstance(r["snippet"], str)
+
+
+def test_the_composed_stream_keeps_the_grammar_event_for_event(make_proxy, backend):
+    """The raw stream of a search turn: the grammar the SDKs accept, each event valid for the SDK's own types."""
+    import httpx
+    from conftest import parse_sse_bytes
+    from test_fuzz_backend import check_anthropic_events, check_anthropic_message
+    body = {"model": "claude-sonnet-5", "max_tokens": 300, "stream": True, **claude_codes_search("THINK: x")}
+    raw = httpx.post(make_proxy(model="fake-gemini-3").url + "/v1/messages", json=body, timeout=30).content
+    events = parse_sse_bytes(raw)
+    assert not check_anthropic_events(events)  # ended normally
+    assert [d["content_block"]["type"] for n, d in events if n == "content_block_start"] == [
+        "thinking", "server_tool_use", "web_search_tool_result", "text"]
+    assert events[-2][1]["usage"]["server_tool_use"] == {"web_search_requests": 1, "web_fetch_requests": 0}
+    whole = httpx.post(make_proxy(model="fake-gemini-3").url + "/v1/messages", json={**body, "stream": False},
+                       timeout=30).json()
+    check_anthropic_message(whole)  # the JSON answer: valid for the SDK's own types, strictly
+    assert [b["type"] for b in whole["content"]] == ["thinking", "server_tool_use", "web_search_tool_result", "text"]
