@@ -36,6 +36,7 @@ import asyncio
 import base64
 import codecs
 import contextlib
+import dataclasses
 import fnmatch
 import functools
 import hashlib
@@ -180,7 +181,7 @@ def describe_value(value: Any, secret: bool = False) -> str:
 @dataclass(frozen=True)
 class Setting:
     """The type of one setting, shared by the flags' values, ``Config`` and the config file."""
-    kind: str  # "str", "int", "float", "choice", "list", "size", "table"
+    kind: str  # "str", "int", "float", "bool", "choice", "list", "names" (a string or a list), "size", "table"
     low: float | None = None  # smallest allowed (for "float" with ``open_low``: must be above it)
     high: float | None = None
     choices: tuple[str, ...] = ()
@@ -195,13 +196,14 @@ class Setting:
         return converted
 
     def expected(self) -> str:
-        return {"list": "a list of strings", "size": "a size like 32MiB or 1048576", "table": "a table of strings",
-                "choice": f"one of {', '.join(self.choices)}", "str": "a non-empty string",
+        return {"list": "a list of strings", "names": "a string or a list of strings", "size": "a size like 32MiB or 1048576", "table": "a table of strings",
+                "choice": f"one of {', '.join(self.choices)}", "str": "a non-empty string", "bool": "true or false",
                 "int": f"an integer{self._range()}", "float": f"a number{self._range()}"}[self.kind]
 
     def _convert(self, value: Any) -> Any:
         """The value as the setting holds it; None when it does not fit."""
-        if self.kind == "list":
+        if self.kind in ("list", "names"):
+            value = [value] if self.kind == "names" and isinstance(value, str) else value
             return str_list(value) if isinstance(value, (list, tuple)) and all(
                 isinstance(x, str) for x in value) else None
         if self.kind == "table":
@@ -211,6 +213,8 @@ class Setting:
             return value.lower() if isinstance(value, str) and value.lower() in self.choices else None
         if self.kind == "str":
             return value if isinstance(value, str) and value.strip() else None
+        if self.kind == "bool":
+            return value if isinstance(value, bool) else None
         if self.kind == "size":
             try:
                 number: Any = parse_size(value) if isinstance(value, (int, str)) and not isinstance(value, bool) \
@@ -255,12 +259,17 @@ WEB_SEARCH_SETTINGS = {"provider": Setting("choice", choices=WEB_SEARCH_PROVIDER
                        "max_results": Setting("int", 1, 50), "timeout": POSITIVE_SECONDS}
 BACKEND_SETTINGS = {
     "name": Setting("str"), "url": Setting("str"), "api_key": Setting("str", secret=True),
-    "api_key_env": Setting("str"), "backend": Setting("choice", choices=BACKENDS), "max_tokens": Setting("int", 1),
+    "api_keys": Setting("list", secret=True), "api_key_env": Setting("names"),
+    "backend": Setting("choice", choices=BACKENDS), "max_tokens": Setting("int", 1),
     "headers": Setting("table", secret=True), "system_turns": Setting("choice", choices=SYSTEM_TURNS),
-    "context_window": Setting("int", 1),
+    "context_window": Setting("int", 1), "cooldown_failures": Setting("int", 1),
+    "cooldown_seconds": Setting("float", 0),
 }
+ROUTE_CONDITIONS = {"thinking": Setting("bool"), "min_input_tokens": Setting("int", 0), "images": Setting("bool"),
+                    "web_search": Setting("bool"), "tools": Setting("bool"), "subagent": Setting("bool")}
 ROUTE_SETTINGS = {"match": Setting("str"), "backend": Setting("str"), "model": Setting("str"),
-                  "fallbacks": Setting("list"), "context_window": Setting("int", 1)}
+                  "fallbacks": Setting("list"), "context_window": Setting("int", 1), "name": Setting("str"),
+                  **ROUTE_CONDITIONS}
 
 
 @dataclass(frozen=True)
@@ -274,6 +283,14 @@ class Backend:
     headers: tuple[tuple[str, str], ...] = ()
     system_turns: str | None = None  # "keep" | "fold" | None: keep until the backend refuses them
     context_window: int | None = None  # tokens, where known: overflow errors can then always give both numbers
+    api_keys: tuple[str, ...] = ()  # a pool, taken in turn (``api_key`` is the first)
+    cooldown_failures: int = 3  # failures in a row (connection errors, 5xx) after which it is skipped …
+    cooldown_seconds: float = 30.0  # … for this long, in favour of its route's fallbacks
+
+    def __post_init__(self) -> None:
+        if self.api_key and not self.api_keys:
+            object.__setattr__(self, "api_keys", (self.api_key,))
+        object.__setattr__(self, "api_key", self.api_keys[0] if self.api_keys else None)
 
     @property
     def chat_url(self) -> str:
@@ -301,16 +318,33 @@ class WebSearch:
 
 @dataclass(frozen=True)
 class Route:
-    """Requests whose model matches ``match`` (a case-insensitive glob) go to ``backend`` as ``model`` (None: as
-    requested); on 429/5xx/connection errors before the first byte the ``fallbacks`` are tried in order."""
+    """Requests whose model matches ``match`` (a case-insensitive glob) and that meet every condition set go to
+    ``backend`` as ``model`` (None: as requested); on 429/5xx/connection errors before the first byte the
+    ``fallbacks`` are tried in order. ``name`` is what the log line calls it."""
     match: str
     backend: str
     model: str | None = None
     fallbacks: tuple[tuple[str, str | None], ...] = ()
     context_window: int | None = None  # of ``model`` (or the requested one) on ``backend``; else the backend's
+    name: str | None = None
+    thinking: bool | None = None  # the request enables thinking (or is not thinking)
+    min_input_tokens: int | None = None  # the estimate of its input is at least this
+    images: bool | None = None  # it carries an image anywhere
+    web_search: bool | None = None  # it offers the web search server tool
+    tools: bool | None = None  # it offers any tools
+    subagent: bool | None = None  # a Claude Code subagent sent it (x-claude-code-agent-id)
 
     def matches(self, requested: str) -> bool:
         return fnmatch.fnmatchcase(requested.lower(), self.match.lower())
+
+    def applies(self, requested: str, facts: RequestFacts | None) -> bool:
+        if not self.matches(requested):
+            return False
+        for name in ("thinking", "images", "web_search", "tools", "subagent"):
+            wanted = getattr(self, name)
+            if wanted is not None and (facts is None or getattr(facts, name) != wanted):
+                return False
+        return self.min_input_tokens is None or (facts is not None and facts.input_tokens >= self.min_input_tokens)
 
 
 CLAUDE_NAME_GLOBS = ("*claude*", "*haiku*", "*sonnet*", "*opus*")
@@ -329,16 +363,19 @@ class Routing:
     def build(cls, config: Config) -> Routing:
         table = {b.name: b for b in config.backends}
         assert config.url, "normalised by Config before routing is built"
-        table.setdefault("default", Backend("default", config.url, config.api_key, config.backend,
-                                            system_turns=config.system_turns, context_window=config.context_window))
+        table.setdefault("default", Backend("default", config.url, None, config.backend,
+                                            system_turns=config.system_turns, context_window=config.context_window,
+                                            api_keys=str_list(config.api_key or ())))
         default = config.default_backend or "default"
         if default not in table:
             raise ValueError(f"default backend {default!r} is not defined")
         # Flags come first (they override the file), then the file's routes, then the catch-all.
-        routes = [Route(f"*{tier}*", default, config.tier_model(tier)) for tier in TIERS if config.tier_model(tier)]
+        routes = [Route(f"*{tier}*", default, config.tier_model(tier), name=f"--{tier}-model") for tier in TIERS
+                  if config.tier_model(tier)]
         if config.model:
-            routes += [Route(glob, default, config.model) for glob in CLAUDE_NAME_GLOBS]
-        routes += list(config.routes) + [Route("*", default, None)]
+            routes += [Route(glob, default, config.model, name="--model") for glob in CLAUDE_NAME_GLOBS]
+        routes += [r if r.name else dataclasses.replace(r, name=f"#{i}") for i, r in enumerate(config.routes, 1)]
+        routes += [Route("*", default, None, name="default")]
         for r in routes:
             for name in [r.backend] + [f[0] for f in r.fallbacks]:
                 if name not in table:
@@ -350,15 +387,22 @@ class Routing:
         """The default backend: the flags' one, or the --config one that replaces it."""
         return self.backends[self.default]
 
-    def candidates(self, requested: str) -> list[tuple[Backend, str]]:
-        """Where a request for ``requested`` goes: the first matching route, then its fallbacks.
+    def route(self, requested: str, facts: RequestFacts | None = None) -> tuple[str, list[tuple[Backend, str]]]:
+        """Where a request for ``requested`` goes, and the name of the route that sent it there: the first route
+        whose glob and conditions hold, then its fallbacks; ``BACKEND,MODEL`` straight to that backend.
 
         By default a tier word (haiku/sonnet/opus) picks its override; any other Claude name gets ``--model``;
         a name that is neither goes to the backend as named, so ``ANTHROPIC_MODEL=deepseek-reasoner`` just works.
         """
-        route = next(r for r in self.routes if r.matches(requested))  # the catch-all always matches
-        return [(self.backends[route.backend], route.model or requested)] + [
+        backend, comma, model = requested.partition(",")
+        if comma and backend in self.backends and model:
+            return f"{backend},", [(self.backends[backend], model)]
+        route = next(r for r in self.routes if r.applies(requested, facts))  # the catch-all always applies
+        return route.name or "", [(self.backends[route.backend], route.model or requested)] + [
             (self.backends[b], m or requested) for b, m in route.fallbacks]
+
+    def candidates(self, requested: str, facts: RequestFacts | None = None) -> list[tuple[Backend, str]]:
+        return self.route(requested, facts)[1]
 
     def backend_model(self, requested: str) -> str:
         return self.candidates(requested)[0][1]
@@ -421,6 +465,7 @@ class Config:
     allow_url_routing: tuple[str, ...] = ()
     routing: Routing = field(init=False, repr=False)
     search: WebSearch | None = field(init=False, repr=False)
+    secret_values: tuple[str, ...] = field(init=False, repr=False)  # every key it holds: kept out of logs
     loopback_only: bool = field(init=False)  # read on every request (the Host check): decided once
 
     def __post_init__(self) -> None:
@@ -439,6 +484,8 @@ class Config:
         self.allow_url_routing = tuple(h.lower() for h in self.allow_url_routing)
         self.routing = Routing.build(self)
         self.search = self._web_search()
+        self.secret_values = tuple(k for b in self.routing.backends.values() for k in b.api_keys) + \
+            self.proxy_keys + ((self.web_search_key,) if self.web_search_key else ())
         self.loopback_only = _is_loopback_name(self.host.strip("[]"))
 
     def tier_model(self, tier: str) -> str | None:
@@ -593,18 +640,19 @@ def _config_backends(doc: _ConfigText) -> list[Backend]:
             raise doc.fail(f"backend {name!r} is defined twice", "backends", i, "name")
         if "url" not in b:
             raise doc.fail(f"backend {name!r} needs a url", "backends", i, "url")
-        key = b.get("api_key")
-        if "api_key_env" in b:
-            key = os.environ.get(b["api_key_env"])
-            if not key:
-                raise doc.fail(f"backend {name!r}: api_key_env: environment variable {b['api_key_env']} is not set",
+        keys = tuple(b.get("api_keys", ())) or ((b["api_key"],) if "api_key" in b else ())
+        for variable in b.get("api_key_env", ()):
+            if not os.environ.get(variable):
+                raise doc.fail(f"backend {name!r}: api_key_env: environment variable {variable} is not set",
                                "backends", i, "api_key_env")
+            keys += tuple(str_list(os.environ[variable]))
         try:
             url = normalize_backend_url(b["url"])
         except ValueError as exc:
             raise doc.fail(f"backend {name!r}: {exc}", "backends", i, "url") from None
-        backends.append(Backend(name, url, key, b.get("backend", "openai"), b.get("max_tokens"), b.get("headers", ()),
-                                b.get("system_turns"), b.get("context_window")))
+        backends.append(Backend(name, url, None, b.get("backend", "openai"), b.get("max_tokens"), b.get("headers", ()),
+                                b.get("system_turns"), b.get("context_window"), keys,
+                                **{k: b[k] for k in ("cooldown_failures", "cooldown_seconds") if k in b}))
     return backends
 
 
@@ -623,7 +671,8 @@ def _config_routes(doc: _ConfigText, names: set[str]) -> list[Route]:
                 raise doc.fail(f"route {r['match']!r}: fallback {fb!r} names backend {bname!r}, which is not "
                                f"defined", "routes", i, "fallbacks")
             fallbacks.append((bname, model or None))
-        routes.append(Route(r["match"], r["backend"], r.get("model"), tuple(fallbacks), r.get("context_window")))
+        routes.append(Route(r["match"], r["backend"], r.get("model"), tuple(fallbacks), r.get("context_window"),
+                            **{k: r[k] for k in ("name", *ROUTE_CONDITIONS) if k in r}))
     return routes
 
 
@@ -2292,6 +2341,51 @@ def count_request_tokens(body: dict) -> int:
     return max(1, round(total))
 
 
+class RequestFacts:
+    """What a request is, as route conditions ask it: judged from its body (either dialect) and headers, each
+    fact only when a route asks for it."""
+
+    def __init__(self, body: dict, headers: Any = None):
+        self.body, self.headers = body, headers
+
+    @functools.cached_property
+    def thinking(self) -> bool:
+        thinking = self.body.get("thinking")
+        return (isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")) or \
+            self.body.get("reasoning_effort") not in (None, "none")
+
+    @functools.cached_property
+    def tools(self) -> bool:
+        return bool(_list(self.body.get("tools")) or _list(self.body.get("functions")))
+
+    @functools.cached_property
+    def web_search(self) -> bool:
+        return any(isinstance(t, dict) and str(t.get("type", "")).startswith("web_search_")
+                   for t in _list(self.body.get("tools"))) or self.body.get("web_search_options") is not None
+
+    @functools.cached_property
+    def images(self) -> bool:
+        return _has_image(self.body.get("messages"))
+
+    @functools.cached_property
+    def subagent(self) -> bool:
+        return bool(self.headers and self.headers.get("x-claude-code-agent-id"))
+
+    @functools.cached_property
+    def input_tokens(self) -> int:
+        return count_request_tokens(self.body)
+
+
+def _has_image(value: Any) -> bool:
+    """Whether messages carry an image anywhere, tool results included (Anthropic ``image`` blocks, OpenAI
+    ``image_url`` parts)."""
+    if isinstance(value, list):
+        return any(_has_image(v) for v in value)
+    if isinstance(value, dict):
+        return value.get("type") in ("image", "image_url") or _has_image(value.get("content"))
+    return False
+
+
 # ---- direction 2: OpenAI Chat Completions client → Anthropic backend ------------------------------------
 
 ANTHROPIC_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
@@ -3492,6 +3586,42 @@ RETRY_STATUSES = {429, 500, 502, 503, 504, 529}
 ANTHROPIC_VERSION = "2023-06-01"
 
 
+class KeyPool:
+    """A backend's keys, taken in turn. A key answered with 429 rests until its ``retry-after``; one answered
+    with 401 or 403 is set aside until restart."""
+
+    def __init__(self, keys: tuple[str, ...]):
+        self.keys = keys
+        self.turn = 0
+        self.back_at: dict[str, float] = {}  # key → monotonic time it may be used again
+        self.refused: set[str] = set()
+
+    def take(self) -> str | None:
+        """The next key that is neither resting nor refused; None when there is none."""
+        now = time.monotonic()
+        for i in range(len(self.keys)):
+            key = self.keys[(self.turn + i) % len(self.keys)]
+            if key not in self.refused and self.back_at.get(key, 0.0) <= now:
+                self.turn = (self.turn + i + 1) % len(self.keys)
+                return key
+        return None
+
+    def rest(self, key: str, seconds: float) -> None:
+        self.back_at[key] = time.monotonic() + seconds
+
+    def soonest(self) -> float | None:
+        """Seconds until a resting key is back; None when every key is refused."""
+        waits = [t - time.monotonic() for k, t in self.back_at.items() if k not in self.refused]
+        return max(0.0, min(waits)) if waits else None
+
+
+@dataclass
+class Health:
+    """A backend's recent failures: after ``cooldown_failures`` in a row it cools down for ``cooldown_seconds``."""
+    failures: int = 0
+    cooled_until: float = 0.0
+
+
 class Upstream:
     """One shared aiohttp session to the backend: keep-alive, timeouts, retries before the first byte.
 
@@ -3503,6 +3633,8 @@ class Upstream:
         self.config = config
         self.session: aiohttp.ClientSession | None = None
         self.lessons: dict[str, Lessons] = {}  # "backend/model" → what its refusals taught
+        self.pools: dict[tuple[str, tuple[str, ...]], KeyPool] = {}  # by backend and keys: a reload keeps them
+        self.health: dict[str, Health] = {}
 
     async def start(self) -> None:
         # No per-host cap: a proxy usually has one backend, and a cap would queue streams behind slow ones.
@@ -3536,17 +3668,39 @@ class Upstream:
 
     async def post_chat(self, backend: Backend, payload: dict, key: str | None) -> aiohttp.ClientResponse:
         """POST {url}/chat/completions."""
-        headers = self.openai_headers(backend, key, bool(payload.get("stream")))
-        return await self._post(backend, backend.chat_url, payload, headers, key)
+        stream = bool(payload.get("stream"))
+        return await self._post(backend, backend.chat_url, payload, lambda k: self.openai_headers(backend, k, stream),
+                                key)
 
     async def post_anthropic(self, backend: Backend, payload: dict, key: str | None, version: str | None = None,
                              beta: str | None = None, path: str = "/messages") -> aiohttp.ClientResponse:
         """POST {url}/v1/messages (or count_tokens)."""
-        headers = self.anthropic_headers(backend, key, version, beta)
-        return await self._post(backend, backend.anthropic_url + path, payload, headers, key)
+        return await self._post(backend, backend.anthropic_url + path, payload,
+                                lambda k: self.anthropic_headers(backend, k, version, beta), key)
 
-    async def _post(self, backend: Backend, url: str, payload: dict, headers: dict[str, str],
-                    key: str | None) -> aiohttp.ClientResponse:
+    def pool(self, backend: Backend, key: str | None) -> KeyPool | None:
+        """The key pool ``key`` is taken from: when it is one of the backend's several configured keys."""
+        if len(backend.api_keys) < 2 or key not in backend.api_keys:
+            return None
+        return self.pools.setdefault((backend.name, backend.api_keys), KeyPool(backend.api_keys))
+
+    # -- cooldowns: a backend failing again and again is skipped for a while ---------------------------------
+    def cooled(self, backend: Backend) -> bool:
+        return self.health.get(backend.name, Health()).cooled_until > time.monotonic()
+
+    def record(self, backend: Backend, failed: bool) -> None:
+        health = self.health.setdefault(backend.name, Health())
+        if not failed:
+            health.failures = 0
+            return
+        health.failures += 1
+        if health.failures >= backend.cooldown_failures and backend.cooldown_seconds > 0:
+            health.failures, health.cooled_until = 0, time.monotonic() + backend.cooldown_seconds
+            log.warning("backend %s failed %d times in a row: skipped for %gs in favour of its routes' fallbacks",
+                        backend.name, backend.cooldown_failures, backend.cooldown_seconds)
+
+    async def _post(self, backend: Backend, url: str, payload: dict,
+                    headers_for: Callable[[str | None], dict[str, str]], key: str | None) -> aiohttp.ClientResponse:
         """POST with what earlier refusals taught about this backend and model already applied."""
         lesson_key = f"{backend.name}/{payload.get('model', '')}"
         known = known_lessons(backend.url).merge(self.lessons.get(lesson_key, Lessons()))
@@ -3555,8 +3709,8 @@ class Upstream:
         payload = known.apply(cap_output_tokens(payload, backend.max_tokens))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("→ POST %s (backend %s) key=%s body=%s", redact_url(url), backend.name, redact_key(key),
-                      loggable_body(payload, (key, self.config.api_key)))
-        return await self._post_with_retries(backend, url, payload, headers, key, lesson_key)
+                      loggable_body(payload, (key, *self.config.secret_values)))
+        return await self._post_with_retries(backend, url, payload, headers_for, key, lesson_key)
 
     def _learn(self, backend: Backend, text: str, payload: dict, tried: set) -> Lessons | None:
         """What a 400 teaches, when it is a refusal the proxy can fix and that kind of fix was not tried yet for
@@ -3585,17 +3739,22 @@ class Upstream:
         self.lessons[lesson_key] = merged
         log.info("backend %s: remembered for %s: %s", backend.name, lesson_key.split("/", 1)[1], merged.describe())
 
-    async def _post_with_retries(self, backend: Backend, url: str, payload: dict, headers: dict[str, str],
-                                 key: str | None, lesson_key: str) -> aiohttp.ClientResponse:
+    async def _post_with_retries(self, backend: Backend, url: str, payload: dict,
+                                 headers_for: Callable[[str | None], dict[str, str]], key: str | None,
+                                 lesson_key: str) -> aiohttp.ClientResponse:
         """POST; returns a 2xx response (body unread) or raises ProxyError.
 
         Connection failures, 429 and 5xx are retried with jittered backoff (honouring ``retry-after`` up to
         30 s). A 400 the proxy knows how to fix (``REFUSALS``) is retried once per kind of fix; what the retries
-        taught is remembered only once the backend has accepted the request.
+        taught is remembered only once the backend has accepted the request. With a pool of keys, a key answered
+        429 rests and one answered 401/403 is set aside, and the request moves on at once to the next key.
         """
         assert self.session is not None
+        pool = self.pool(backend, key)
+        key = _pool_key(backend, pool) if pool else key
+        headers = headers_for(key)
         body = json_dumps(payload).encode()
-        secrets_ = (key, self.config.api_key, backend.api_key)
+        secrets_ = (key, *self.config.secret_values)
         where = redact_url(backend.url)
         attempt = 0
         tried: set = set()
@@ -3618,6 +3777,11 @@ class Upstream:
                     return resp
                 text = await _read_error_body(resp)
                 error = error_from_backend(resp.status, scrub(text, secrets_), resp.headers, where)
+                if pool and key and resp.status in (401, 403, 429):
+                    _set_key_aside(backend, pool, key, resp.status, resp.headers.get("retry-after"), error)
+                    key = _pool_key(backend, pool, error)
+                    headers = headers_for(key)
+                    continue
                 lesson = self._learn(backend, text, payload, tried) if resp.status in (400, 422, 500) else None
                 if lesson is not None:
                     learned.append(lesson)
@@ -3635,6 +3799,35 @@ class Upstream:
             log.warning("backend %s attempt %d failed (%s); retrying in %.1fs", backend.name, attempt, error.message,
                         delay)
             await asyncio.sleep(delay)
+
+
+def _set_key_aside(backend: Backend, pool: KeyPool, key: str, status: int, retry_after: str | None,
+                   error: ProxyError) -> None:
+    if status == 429:
+        try:
+            seconds = float(retry_after) if retry_after else 60.0
+        except ValueError:
+            seconds = 60.0
+        seconds = seconds if math.isfinite(seconds) and seconds >= 0 else 60.0
+        pool.rest(key, seconds)
+        log.info("backend %s: key …%s is rate-limited; it rests %gs", backend.name, key[-4:], seconds)
+    else:
+        pool.refused.add(key)
+        log.warning("backend %s: key …%s was refused (HTTP %d: %s); set aside until restart", backend.name,
+                    key[-4:], status, error.message[:200])
+
+
+def _pool_key(backend: Backend, pool: KeyPool, last: ProxyError | None = None) -> str:
+    """The pool's next key, or the error for a pool with none left: every key resting is a 429 with the wait
+    for the first back; every key refused is the last refusal."""
+    key = pool.take()
+    if key is not None:
+        return key
+    wait = pool.soonest()
+    if wait is None:
+        raise last or ProxyError(401, f"every key of backend {backend.name} was refused", "authentication_error")
+    raise ProxyError(429, f"every key of backend {backend.name} is rate-limited; the first is back in "
+                          f"{math.ceil(wait)}s", "rate_limit_error", {"retry-after": str(max(1, math.ceil(wait)))})
 
 
 # ---- refusals the proxy can fix: adjust, retry once, remember per backend and model ---------------------
@@ -3939,6 +4132,7 @@ class RequestLog:
     backend_dialect: str = "-"
     requested: str = "-"
     model: str = "-"
+    route: str = "-"  # the name of the route that applied (or its position in the config file)
     stream: bool = False
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -3952,8 +4146,8 @@ class RequestLog:
         if self.requested == "-":
             return f"{self.request_id} {method} {path} {status} total={(now - self.started) * 1000:.0f}ms"
         return (f"{self.request_id} {self.dialect}→{self.backend_dialect}:{self.backend} "
-                f"{self.requested}→{self.model} {'stream' if self.stream else 'json'} {status} {tokens} "
-                f"ttfb={ttfb} total={(now - self.started) * 1000:.0f}ms")
+                f"{self.requested}→{self.model} route={self.route} {'stream' if self.stream else 'json'} {status} "
+                f"{tokens} ttfb={ttfb} total={(now - self.started) * 1000:.0f}ms")
 
 
 def _request_key(name: str, kind: Any) -> Any:
@@ -4040,7 +4234,7 @@ async def read_json(request: web.Request) -> Any:
         raise bad_request("request body is nested too deeply") from None
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s ← %s %s body=%s", request[REQUEST_ID_KEY], request.method, request.path,
-                  loggable_body(raw, (client_key(request), request.app[CONFIG_KEY].api_key)))
+                  loggable_body(raw, (client_key(request), *request.app[CONFIG_KEY].secret_values)))
     return body
 
 
@@ -4142,7 +4336,7 @@ async def _read_backend_json(resp: aiohttp.ClientResponse, config: Config, backe
         except ValueError as exc:
             raise backend_failure(malformed(f"not JSON ({_describe(exc)})"), config, backend) from None
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("← backend %s body=%s", backend.name, loggable_body(data, (config.api_key, backend.api_key)))
+        log.debug("← backend %s body=%s", backend.name, loggable_body(data, config.secret_values))
     return data
 
 
@@ -4264,11 +4458,15 @@ async def json_as_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[list[SSEEve
 
 # ---- routing and fallbacks ------------------------------------------------------------------------------
 
-def request_candidates(request: web.Request, requested: str) -> list[tuple[Backend, str]]:
+def request_candidates(request: web.Request, body: dict) -> list[tuple[Backend, str]]:
+    """Where the request goes (the route that applies to it, or its URL), the route named in the log line."""
     url_route = request.get(URL_ROUTE_KEY)
     if url_route:
+        request[LOG_KEY].route = "url"
         return [url_route]
-    return request.app[CONFIG_KEY].routing.candidates(requested)
+    request[LOG_KEY].route, candidates = request.app[CONFIG_KEY].routing.route(
+        body["model"], RequestFacts(body, request.headers))
+    return candidates
 
 
 async def with_overflow_numbers(request: web.Request, error: ProxyError, backend: Backend, model: str) -> ProxyError:
@@ -4341,16 +4539,23 @@ async def with_fallbacks(request: web.Request, candidates: list[tuple[Backend, s
     first byte reached the client moves on to the next; anything else (a 4xx, or a stream already under way)
     is final."""
     rlog = request[LOG_KEY]
+    upstream = request.app[UPSTREAM_KEY]
+    # A backend cooling down after failing again and again goes last: tried only when its fallbacks fail too.
+    candidates = sorted(candidates, key=lambda c: upstream.cooled(c[0]))
     for i, (backend, model) in enumerate(candidates):
         rlog.backend, rlog.backend_dialect, rlog.model = backend.name, backend.dialect, model
         try:
-            return await attempt(backend, model)
+            answer = await attempt(backend, model)
         except ProxyError as exc:
+            upstream.record(backend, failed=exc.status >= 500)
             if i + 1 == len(candidates) or not (exc.status == 429 or exc.status >= 500):
                 raise await with_overflow_numbers(request, exc, backend, model) from None
             nxt = candidates[i + 1]
             log.warning("%s backend %s (%s) failed: %s; falling back to %s (%s)", request[REQUEST_ID_KEY],
                         backend.name, model, exc.message, nxt[0].name, nxt[1])
+        else:
+            upstream.record(backend, failed=False)
+            return answer
     raise AssertionError("unreachable: the last candidate raises or returns")
 
 
@@ -4576,14 +4781,14 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         rlog.input_tokens, rlog.output_tokens = message["usage"]["input_tokens"], message["usage"]["output_tokens"]
         return web.Response(text=json_dumps(message), content_type="application/json")
 
-    return await with_fallbacks(request, request_candidates(request, body["model"]), attempt)
+    return await with_fallbacks(request, request_candidates(request, body), attempt)
 
 
 async def handle_count_tokens(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
     body = await read_json(request)
     validate_messages_request(body, count_only=True)
-    backend, model = request_candidates(request, body["model"])[0]
+    backend, model = request_candidates(request, body)[0]
     if backend.dialect == "anthropic":  # the backend can count exactly
         resp = await request.app[UPSTREAM_KEY].post_anthropic(
             backend, {**body, "model": model}, backend_key(request, backend), request.headers.get("anthropic-version"),
@@ -4619,7 +4824,7 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
         rlog.output_tokens = answer["usage"]["completion_tokens"]
         return web.Response(text=json_dumps(answer), content_type="application/json")
 
-    return await with_fallbacks(request, config.routing.candidates(body["model"]), attempt)
+    return await with_fallbacks(request, request_candidates(request, body), attempt)
 
 
 # ---- pass-through (client and backend speak the same dialect) ---------------------------------------------
@@ -4865,7 +5070,8 @@ def configured_window(config: Config, model: str | None) -> int | None:
 
 
 def claude_env(config: Config, base_url: str | None, key: str | None, model: str | None = None,
-               small_model: str | None = None, tool_search: bool = False) -> dict[str, str]:
+               small_model: str | None = None, tool_search: bool = False,
+               picker_model: str | None = None) -> dict[str, str]:
     """The environment Claude Code needs to use this proxy."""
     env = {"ANTHROPIC_BASE_URL": (base_url or proxy_base_url(config)).rstrip("/"),
            "ANTHROPIC_API_KEY": key or (config.proxy_keys[0] if config.proxy_keys else "claude_proxy")}
@@ -4881,6 +5087,12 @@ def claude_env(config: Config, base_url: str | None, key: str | None, model: str
         env["ANTHROPIC_SMALL_FAST_MODEL"] = small_model
     if tool_search:  # behind a base URL that is not Anthropic's, Claude Code loads every MCP tool up front
         env["ENABLE_TOOL_SEARCH"] = "true"
+    if picker_model:  # one more entry in Claude Code's /model picker, e.g. "deepseek,deepseek-reasoner"
+        backend, _, model = picker_model.partition(",")
+        env["ANTHROPIC_CUSTOM_MODEL_OPTION"] = picker_model
+        env["ANTHROPIC_CUSTOM_MODEL_OPTION_NAME"] = model or picker_model
+        env["ANTHROPIC_CUSTOM_MODEL_OPTION_DESCRIPTION"] = f"{model} on {backend}, through claude_proxy" if model \
+            else "through claude_proxy"
     return env
 
 
@@ -5241,8 +5453,7 @@ def _build_cli():  # click is imported lazily so the module imports without it
             return
         logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
                             stream=sys.stderr)
-        secrets_ = [config.api_key or "", *config.proxy_keys, *(b.api_key or "" for b in config.backends),
-                    config.web_search_key or ""]
+        secrets_ = list(config.secret_values)
         logging.getLogger().handlers[0].addFilter(_RedactingFilter(secrets_))
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         try:
@@ -5276,13 +5487,19 @@ def _build_cli():  # click is imported lazily so the module imports without it
                   help="Also set ENABLE_TOOL_SEARCH=true: Claude Code then defers MCP tools and loads them on "
                        "demand, as it does with Anthropic's API (many MCP tools cost tens of thousands of tokens "
                        "per turn otherwise).")
+    @click.option("--picker-model", default=None, metavar="BACKEND,MODEL",
+                  help="Add this model to Claude Code's /model picker (ANTHROPIC_CUSTOM_MODEL_OPTION), e.g. "
+                       "deepseek,deepseek-reasoner: the comma form goes straight to that configured backend.")
     @click.option("--print", "print_only", is_flag=True, help="Print shell export lines instead of writing.")
     @click.pass_obj
     def setup_claude(config: Config, base_url: str | None, key: str | None, claude_model: str | None,
-                     small_model: str | None, tool_search: bool, settings_path: str | None,
-                     print_only: bool) -> None:
+                     small_model: str | None, tool_search: bool, picker_model: str | None,
+                     settings_path: str | None, print_only: bool) -> None:
         """Point Claude Code at the proxy: merge ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY into its settings."""
-        env = claude_env(config, base_url, key, claude_model, small_model, tool_search)
+        if picker_model and "," in picker_model and picker_model.partition(",")[0] not in config.routing.backends:
+            raise click.BadParameter(f"{picker_model.partition(',')[0]!r} is not a configured backend (configured: "
+                                     f"{', '.join(sorted(config.routing.backends))})", param_hint="--picker-model")
+        env = claude_env(config, base_url, key, claude_model, small_model, tool_search, picker_model)
         if print_only:
             for name, value in env.items():
                 click.echo(f"export {name}={shlex.quote(value)}")

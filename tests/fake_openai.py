@@ -157,6 +157,8 @@ class FakeOpenAI(LoopbackServer):
         self.key = key
         self.models = models  # None: any model not starting with "unknown" exists
         self.n_ctx: int | None = None  # what /props reports (llama.cpp); None: no such endpoint
+        self.rate_limited_keys: set[str] = set()  # keys answered with OpenAI's 429 (retry-after 20)
+        self.revoked_keys: set[str] = set()  # keys answered with OpenAI's 401
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.port = 0
@@ -364,7 +366,13 @@ class FakeOpenAI(LoopbackServer):
         except ValueError:
             return openai_error(400, "We could not parse the JSON body of your request.")
         self.requests.append(body)
-        if self.key is not None and auth != f"Bearer {self.key}":
+        used = auth[7:]
+        if used in self.rate_limited_keys:  # OpenAI's answer to a key over its requests-per-minute limit
+            return openai_error(429, "Rate limit reached for gpt-4o in organization org-fake on requests per min "
+                                     "(RPM): Limit 3, Used 3, Requested 1. Please try again in 20s. Visit "
+                                     "https://platform.openai.com/account/rate-limits to learn more.", "requests",
+                                "rate_limit_exceeded", headers={"retry-after": "20"})
+        if (self.key is not None and auth != f"Bearer {self.key}") or used in self.revoked_keys:
             shown = auth[7:][:3] + "*" * 10 + auth[-4:] if len(auth) > 14 else auth
             return openai_error(401, f"Incorrect API key provided: {shown}. You can find your API key at "
                                      f"https://platform.openai.com/account/api-keys.", code="invalid_api_key")

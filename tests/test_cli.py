@@ -62,7 +62,7 @@ def test_starts_from_environment_prints_setup_and_hides_key(served, backend):
     assert backend.headers[-1]["Authorization"] == f"Bearer {key}"
     proc.terminate()
     _, err = proc.communicate(timeout=10)
-    assert "anthropic→openai:default claude-opus-4-8→fake-env json 200" in err  # one log line per request
+    assert "anthropic→openai:default claude-opus-4-8→fake-env route=--model json 200" in err  # one line per request
     assert key not in err  # not even at debug level
 
 

@@ -345,10 +345,10 @@ def test_one_log_line_per_request_and_debug_bodies(backend, tmp_path):
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     line = next(l for l in err.splitlines() if rid in l and " INFO " in l)
-    assert re.search(rf"{rid} anthropic→openai:default claude-sonnet-5→fake-model stream 200 in=\d+ out=\d+ "
+    assert re.search(rf"{rid} anthropic→openai:default claude-sonnet-5→fake-model route=--model stream 200 in=\d+ out=\d+ "
                      r"ttfb=\d+ms total=\d+ms", line), line
     line2 = next(l for l in err.splitlines() if r2.headers["request-id"] in l and " INFO " in l)
-    assert "claude-haiku-4-5→fake-model json 200" in line2
+    assert "claude-haiku-4-5→fake-model route=--model json 200" in line2
     assert "sk-client-secret-key-77" not in err and big not in err
     assert re.search(r"DEBUG .*← POST /v1/messages body=.*AAAA…", err)  # bodies at debug, base64 cut short
     assert "DEBUG → POST http://127.0.0.1" in err
