@@ -4104,7 +4104,6 @@ def search_results(provider: str, data: Any) -> list[dict]:
 # 7. HTTP handlers and app
 # ======================================================================================================
 
-CONFIG_KEY = web.AppKey("config", Config)
 UPSTREAM_KEY = web.AppKey("upstream", Upstream)
 MODELS_CACHE_KEY = web.AppKey("models_cache", dict)
 WINDOWS_KEY = web.AppKey("windows", dict)  # (backend, model) → context window it reports, or None
@@ -4117,7 +4116,9 @@ OPEN_PATHS = {"/", "/health", "/api/hello"}  # probes answer without a proxy key
 
 @dataclass
 class ServerState:
-    """What graceful shutdown needs: whether we are draining, and the requests still in flight."""
+    """The configuration new requests get (a reload replaces it; a request keeps the one it started with), and
+    what graceful shutdown needs: whether we are draining, and the requests still in flight."""
+    config: Config
     draining: bool = False
     inflight: set = field(default_factory=set)
 
@@ -4158,6 +4159,7 @@ STATE_KEY = web.AppKey("state", ServerState)
 REQUEST_ID_KEY: Any = _request_key("request_id", str)
 DIALECT_KEY: Any = _request_key("dialect", str)
 LOG_KEY: Any = _request_key("log", RequestLog)
+CONFIG_KEY: Any = _request_key("config", Config)  # the configuration this request runs with, start to end
 URL_ROUTE_KEY: Any = _request_key("url_route", tuple)
 STREAM_KEY: Any = _request_key("stream", web.StreamResponse)  # set once a streamed answer has started
 ESTIMATE_KEY: Any = _request_key("estimate", object)  # the proxy's estimate of the prompt's tokens, made on demand
@@ -4176,7 +4178,7 @@ def client_key(request: web.Request) -> str | None:
 def backend_key(request: web.Request, backend: Backend | None = None) -> str | None:
     """The key for ``backend``: its configured one; else the client's own, unless that is a proxy key (those
     never leave the proxy). A configured key only ever goes to the URL it was configured with."""
-    config = request.app[CONFIG_KEY]
+    config = request[CONFIG_KEY]
     backend = backend or config.routing.primary
     if backend.api_key:
         return backend.api_key
@@ -4222,7 +4224,7 @@ async def read_json(request: web.Request) -> Any:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise ProxyError(413, f"request body is larger than the {request.app[CONFIG_KEY].max_body} byte limit "
+        raise ProxyError(413, f"request body is larger than the {request[CONFIG_KEY].max_body} byte limit "
                               f"(--max-body)", "request_too_large") from None
     if not raw.strip():
         raise bad_request("request body is empty; expected a JSON object")
@@ -4234,13 +4236,13 @@ async def read_json(request: web.Request) -> Any:
         raise bad_request("request body is nested too deeply") from None
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s ← %s %s body=%s", request[REQUEST_ID_KEY], request.method, request.path,
-                  loggable_body(raw, (client_key(request), *request.app[CONFIG_KEY].secret_values)))
+                  loggable_body(raw, (client_key(request), *request[CONFIG_KEY].secret_values)))
     return body
 
 
 def check_access(request: web.Request) -> None:
     """Host check against DNS rebinding on a loopback bind, then the proxy key if one is configured."""
-    config = request.app[CONFIG_KEY]
+    config = request[CONFIG_KEY]
     if config.loopback_only and not config.proxy_keys:
         host = request.host or ""
         host = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0]
@@ -4265,6 +4267,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     request[DIALECT_KEY] = client_dialect(request)
     rlog = request[LOG_KEY] = RequestLog(request_id, request[DIALECT_KEY], time.monotonic())
     state = request.app[STATE_KEY]
+    request[CONFIG_KEY] = state.config
     task = asyncio.current_task()
     state.inflight.add(task)
     try:
@@ -4307,7 +4310,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     """CORS only for the configured origins; ``*`` never together with credentials."""
-    origins = request.app[CONFIG_KEY].cors_origins
+    origins = request[CONFIG_KEY].cors_origins
     origin = request.headers.get("Origin")
     if not origins or not origin:
         return
@@ -4379,7 +4382,7 @@ async def pump_stream(request: web.Request, resp: aiohttp.ClientResponse | None,
     After the first byte the HTTP status is spent, so every failure, expected or not, flushes what was
     translated and ends the stream with an error in the client's dialect (logged, with the traceback when it is
     a proxy bug). A client that leaves cancels the handler, which closes the backend request."""
-    config = request.app[CONFIG_KEY]
+    config = request[CONFIG_KEY]
     out = web.StreamResponse(status=resp.status if resp else 200,
                              headers={**SSE_HEADERS, "request-id": request[REQUEST_ID_KEY]})
     async with resp or contextlib.nullcontext():
@@ -4464,7 +4467,7 @@ def request_candidates(request: web.Request, body: dict) -> list[tuple[Backend, 
     if url_route:
         request[LOG_KEY].route = "url"
         return [url_route]
-    request[LOG_KEY].route, candidates = request.app[CONFIG_KEY].routing.route(
+    request[LOG_KEY].route, candidates = request[CONFIG_KEY].routing.route(
         body["model"], RequestFacts(body, request.headers))
     return candidates
 
@@ -4482,7 +4485,7 @@ async def with_overflow_numbers(request: web.Request, error: ProxyError, backend
 
 async def model_window(request: web.Request, backend: Backend, model: str) -> int | None:
     """The context window of ``model`` on ``backend``: configured, else as the backend reports it."""
-    return request.app[CONFIG_KEY].routing.window(backend, model) or await reported_window(request, backend, model)
+    return request[CONFIG_KEY].routing.window(backend, model) or await reported_window(request, backend, model)
 
 
 # Where servers report a model's context window: an entry of GET {url}/models (vLLM's max_model_len,
@@ -4617,7 +4620,7 @@ async def run_server_tool(request: web.Request, kind: str, tool: dict, call: dic
 
 async def _searched(request: web.Request, tool: dict, query: Any, use: int) -> list[dict] | str:
     """The results of one web search, filtered by the tool's domains, or its error code."""
-    search = request.app[CONFIG_KEY].search
+    search = request[CONFIG_KEY].search
     max_uses = tool.get("max_uses")
     if isinstance(max_uses, int) and use > max_uses:
         return "max_uses_exceeded"
@@ -4669,7 +4672,7 @@ async def server_tool_rounds(request: web.Request, backend: Backend, key: str | 
     """Each answer of the backend, from ``first`` on, as an Anthropic message whose server tool calls are
     replaced by their use and result blocks; ``stop_reason`` None on all but the last. ``translate`` turns the
     backend's JSON into such a message."""
-    config = request.app[CONFIG_KEY]
+    config = request[CONFIG_KEY]
     servers = server_tools_of(body)
     names = openai_tool_names(body)
     uses: dict[str, int] = {}
@@ -4718,7 +4721,7 @@ async def answer_with_server_tools(request: web.Request, backend: Backend, key: 
                                    body: dict, translate: Callable[[Any], dict]) -> web.StreamResponse:
     """A request offering server tools the proxy runs: the backend is asked for whole answers (the tools run
     between them); a streaming client gets each answer's blocks as soon as it is complete."""
-    config = request.app[CONFIG_KEY]
+    config = request[CONFIG_KEY]
     payload = {k: v for k, v in payload.items() if k not in ("stream", "stream_options")}
     resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
     first = translated_answer(config, backend, translate, await _read_backend_json(resp, config, backend))
@@ -4750,7 +4753,7 @@ async def read_model_request(request: web.Request, validate: Any) -> tuple[dict,
 
 
 async def handle_messages(request: web.Request) -> web.StreamResponse:
-    config = request.app[CONFIG_KEY]
+    config = request[CONFIG_KEY]
     body, rlog = await read_model_request(request, validate_messages_request)
     sent_names = openai_tool_names(body)  # client's tool name → backend's, once for every fallback
     names = {v: k for k, v in sent_names.items()}  # and back, for the answer
@@ -4785,7 +4788,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_count_tokens(request: web.Request) -> web.Response:
-    config = request.app[CONFIG_KEY]
+    config = request[CONFIG_KEY]
     body = await read_json(request)
     validate_messages_request(body, count_only=True)
     backend, model = request_candidates(request, body)[0]
@@ -4800,7 +4803,7 @@ async def handle_count_tokens(request: web.Request) -> web.Response:
 # ---- OpenAI front door --------------------------------------------------------------------------------
 
 async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
-    config = request.app[CONFIG_KEY]
+    config = request[CONFIG_KEY]
     body, rlog = await read_model_request(request, validate_chat_request)
     sent_names = claude_tool_names(body)  # client's function name → backend's, once for every fallback
     names = {v: k for k, v in sent_names.items()}  # and back, for the answer
@@ -4884,7 +4887,7 @@ async def passthrough(request: web.Request, body: dict, backend: Backend, model:
                       key: str | None) -> web.StreamResponse:
     """Forward a request to a backend of the same dialect: the model mapped, the key injected, the answer
     relayed byte for byte."""
-    config = request.app[CONFIG_KEY]
+    config = request[CONFIG_KEY]
     upstream = request.app[UPSTREAM_KEY]
     rlog = request[LOG_KEY]
     payload = cap_output_tokens({**body, "model": model}, config.max_tokens)
@@ -4919,7 +4922,7 @@ async def handle_url_routed(request: web.Request) -> web.StreamResponse:
     """``/https/api.groq.com/openai/v1/<model>/v1/messages``: the backend named in the path (the original
     Worker's form), only for hosts in ``--allow-url-routing``. A configured key goes only to the exact URL it
     was configured for; any other allowed host gets the client's own key."""
-    config = request.app[CONFIG_KEY]
+    config = request[CONFIG_KEY]
     m = URL_ROUTE.match(request.path)
     if not m:
         raise web.HTTPNotFound()
@@ -4943,7 +4946,7 @@ async def handle_url_routed(request: web.Request) -> web.StreamResponse:
 async def upstream_models(request: web.Request) -> list[str]:
     """Model ids the default backend lists, cached for five minutes per key; [] when it cannot say. The windows
     the list gives are remembered."""
-    config = request.app[CONFIG_KEY]
+    config = request[CONFIG_KEY]
     backend = config.routing.primary
     key = backend_key(request, backend)
     cache = request.app[MODELS_CACHE_KEY]
@@ -4976,7 +4979,7 @@ async def upstream_models(request: web.Request) -> list[str]:
 async def handle_models(request: web.Request) -> web.Response:
     """The models clients may ask for, each with its context window where known (Anthropic's
     ``max_input_tokens``; ``context_length`` for OpenAI clients, as OpenRouter lists it)."""
-    routing = request.app[CONFIG_KEY].routing
+    routing = request[CONFIG_KEY].routing
     listed = await upstream_models(request)  # first: it remembers the windows the list gives
     windows: dict[str, int | None] = {}
     for client, backend, model in routing.mapped_models():
@@ -5004,17 +5007,16 @@ async def handle_root(request: web.Request) -> web.Response:
 async def handle_health(request: web.Request) -> web.Response:
     if request.app[STATE_KEY].draining:
         return web.json_response({"status": "shutting_down"}, status=503)
-    return web.json_response({"status": "ok", "backend_dialect": request.app[CONFIG_KEY].routing.primary.dialect})
+    return web.json_response({"status": "ok", "backend_dialect": request[CONFIG_KEY].routing.primary.dialect})
 
 
 def make_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body)
-    app[CONFIG_KEY] = config
     upstream = Upstream(config)
     app[UPSTREAM_KEY] = upstream
     app[MODELS_CACHE_KEY] = {}
     app[WINDOWS_KEY] = {}
-    app[STATE_KEY] = ServerState()
+    app[STATE_KEY] = ServerState(config)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await upstream.start()
@@ -5244,8 +5246,33 @@ def startup_lines(config: Config) -> list[str]:
             f"  OpenAI clients: base URL {base}/v1"]
 
 
-async def serve(config: Config, reuse_port: bool = False, announce: bool = True) -> None:
-    """Serve until SIGTERM or SIGINT, then drain (``--drain-timeout``) and exit."""
+def reload_config(app: web.Application, build: Callable[[], Config]) -> None:
+    """SIGHUP: the configuration read again (``build``) for new requests; requests in flight finish with theirs.
+    Key pools, cooldowns and lessons carry over by backend. A file with a mistake is refused, and logged with its
+    FILE:LINE, and the running configuration stays."""
+    state = app[STATE_KEY]
+    try:
+        new = build()
+    except ValueError as exc:  # ConfigFileError included
+        log.error("reload refused, the running configuration stays: %s", exc)
+        return
+    old = state.config
+    kept = [name for name in ("host", "port", "workers", "max_connections", "connect_timeout", "read_timeout",
+                              "max_body") if getattr(old, name) != getattr(new, name)]
+    if kept:
+        log.warning("reload: %s take effect at the next start only", ", ".join(kept))
+    state.config = app[UPSTREAM_KEY].config = new
+    app[MODELS_CACHE_KEY].clear()
+    app[WINDOWS_KEY].clear()
+    redact_in_logs(new.secret_values)
+    log.info("reloaded: backends %s; %d routes; model %s", ", ".join(new.routing.backends), len(new.routing.routes),
+             new.model or "as requested")
+
+
+async def serve(config: Config, reuse_port: bool = False, announce: bool = True,
+                rebuild: Callable[[], Config] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain (``--drain-timeout``) and exit; on SIGHUP, ``rebuild`` the
+    configuration (from the config file) and use it for new requests."""
     _raise_open_files_limit()
     app = make_app(config)
     # handler_cancellation: a client that goes away cancels its handler, which closes the upstream request
@@ -5263,6 +5290,8 @@ async def serve(config: Config, reuse_port: bool = False, announce: bool = True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if rebuild is not None and hasattr(signal, "SIGHUP"):
+        loop.add_signal_handler(signal.SIGHUP, reload_config, app, rebuild)
     try:
         await stop.wait()
         log.info("signal received: no new connections; draining")
@@ -5282,16 +5311,16 @@ def _raise_open_files_limit() -> None:
         pass
 
 
-def serve_workers(config: Config) -> None:
+def serve_workers(config: Config, rebuild: Callable[[], Config] | None = None) -> None:
     """``--workers N``: N processes on one port (SO_REUSEPORT; the kernel spreads connections). The proxy is
-    stateless, so nothing is shared; the parent only forwards SIGTERM/SIGINT and waits."""
+    stateless, so nothing is shared; the parent only forwards SIGTERM/SIGINT/SIGHUP and waits."""
     children = []
     for i in range(config.workers):
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                asyncio.run(serve(config, reuse_port=True, announce=i == 0))
+                asyncio.run(serve(config, reuse_port=True, announce=i == 0, rebuild=rebuild))
             except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
                 code = 1
             finally:
@@ -5307,6 +5336,8 @@ def serve_workers(config: Config) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    if rebuild is not None:
+        signal.signal(signal.SIGHUP, forward)
     status = 0
     for child in children:
         _, code = os.waitpid(child, 0)
@@ -5318,7 +5349,7 @@ def serve_workers(config: Config) -> None:
 class _RedactingFilter(logging.Filter):
     """Last line of defence: no configured key reaches a log line, whatever formatted it."""
 
-    def __init__(self, keys: list[str]):
+    def __init__(self, keys: Iterable[str]):
         super().__init__()
         self.keys = [k for k in keys if k]
 
@@ -5329,6 +5360,16 @@ class _RedactingFilter(logging.Filter):
             if clean != msg:
                 record.msg, record.args = clean, None
         return True
+
+
+def redact_in_logs(keys: Iterable[str]) -> None:
+    """Keep ``keys`` out of every line the root logger's handlers write (they are added to what is kept out)."""
+    for handler in logging.getLogger().handlers:
+        found = [f for f in handler.filters if isinstance(f, _RedactingFilter)]
+        if found:
+            found[0].keys = list(dict.fromkeys(found[0].keys + [k for k in keys if k]))
+        else:
+            handler.addFilter(_RedactingFilter(keys))
 
 
 def _build_cli():  # click is imported lazily so the module imports without it
@@ -5435,15 +5476,21 @@ def _build_cli():  # click is imported lazily so the module imports without it
     @click.pass_context
     def cli(ctx: click.Context, **opts: Any) -> None:
         config_file = opts.pop("config_file")
-        try:
+
+        def build() -> Config:
+            """The flags, and the config file where no flag was given; read again on SIGHUP."""
+            merged = dict(opts)
             if config_file:
                 for name, value in load_config_file(config_file).items():
                     explicit = ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
                     if name in ("backends", "routes") or not explicit:
-                        opts[name] = value
+                        merged[name] = value
                 if ctx.get_parameter_source("url") not in (None, ParameterSource.DEFAULT):
-                    opts.pop("default_backend", None)  # --url given: the flags' backend stays the default
-            config = Config(**opts)
+                    merged.pop("default_backend", None)  # --url given: the flags' backend stays the default
+            return Config(**merged)
+
+        try:
+            config = build()
         except ConfigFileError as exc:
             raise click.ClickException(str(exc)) from None
         except ValueError as exc:
@@ -5453,8 +5500,7 @@ def _build_cli():  # click is imported lazily so the module imports without it
             return
         logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
                             stream=sys.stderr)
-        secrets_ = list(config.secret_values)
-        logging.getLogger().handlers[0].addFilter(_RedactingFilter(secrets_))
+        redact_in_logs(config.secret_values)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         try:
             import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional speed-up
@@ -5464,10 +5510,11 @@ def _build_cli():  # click is imported lazily so the module imports without it
         if config.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
             raise click.BadParameter("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
         try:
+            rebuild = build if config_file else None  # SIGHUP reads the config file again
             if config.workers > 1:
-                serve_workers(config)
+                serve_workers(config, rebuild)
             else:
-                asyncio.run(serve(config))
+                asyncio.run(serve(config, rebuild=rebuild))
         except KeyboardInterrupt:
             pass
         except OSError as exc:
