@@ -47,3 +47,34 @@ def test_every_flag_is_in_the_readme_configuration_table():
     assert len(flags) > 20
     missing = [f for f in flags if f"`{f}`" not in table]
     assert not missing, missing
+
+
+def test_readme_routing_example_routes_as_the_table_says(tmp_path, monkeypatch):
+    import sys
+    sys.path.insert(0, ROOT)
+    import claude_proxy as cp
+    text = Path(ROOT, "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Routing by what a request is"):]
+    path = tmp_path / "routing.toml"
+    path.write_text(re.search(r"```toml\n(.+?)\n```", section, re.DOTALL).group(1))
+    for name in ("DEEPSEEK_KEY_1", "DEEPSEEK_KEY_2", "GROQ_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.setenv(name, f"key-{name.lower()}")
+    routing = cp.Config(**cp.load_config_file(str(path))).routing
+    read = [{"name": "Read", "input_schema": {"type": "object"}}]
+
+    def goes(model: str = "claude-sonnet-5", headers: dict | None = None, **body) -> tuple[str, str, str]:
+        route, [(backend, target), *_] = routing.route(model, cp.RequestFacts(
+            {"model": model, "messages": [{"role": "user", "content": "hi"}], "tools": read, **body}, headers))
+        return route, backend.name, target
+
+    assert goes("claude-haiku-4-5", tools=[]) == ("background", "groq", "llama-3.1-8b-instant")
+    assert goes(headers={"x-claude-code-agent-id": "a1"}) == ("subagents", "deepseek", "deepseek-chat")
+    assert goes(messages=[{"role": "user", "content": "word " * 70000}]) == ("long-context", "gemini",
+                                                                             "gemini-2.5-pro")
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    assert goes(messages=[{"role": "user", "content": [image]}]) == ("images", "gemini", "gemini-2.5-flash")
+    assert goes(thinking={"type": "adaptive"}) == ("think", "deepseek", "deepseek-reasoner")
+    assert goes(tools=[{"type": "web_search_20250305", "name": "web_search"}]) == (
+        "web-search", "groq", "llama-3.3-70b-versatile")
+    assert goes() == ("#7", "deepseek", "deepseek-chat")
+    assert routing.backends["deepseek"].api_keys == ("key-deepseek_key_1", "key-deepseek_key_2")
