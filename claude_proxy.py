@@ -101,7 +101,7 @@ log = logging.getLogger("claude_proxy")
 
 DEFAULT_URL = "http://localhost:11434/v1"
 DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
-BACKENDS = ("openai", "anthropic")
+BACKENDS = ("openai", "anthropic", "responses")
 TIERS = ("haiku", "sonnet", "opus")
 REASONING_EFFORT_CHOICES = ("off", "auto", "minimal", "low", "medium", "high")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -303,7 +303,8 @@ class Backend:
 
     @property
     def endpoint(self) -> str:
-        return self.anthropic_url + "/messages" if self.dialect == "anthropic" else self.chat_url
+        return {"anthropic": self.anthropic_url + "/messages", "responses": self.url + "/responses"}.get(
+            self.dialect, self.chat_url)
 
 
 @dataclass(frozen=True)
@@ -1495,7 +1496,7 @@ def effort_for_budget(budget: Any) -> str:
 
 
 def output_tokens_key(payload: dict) -> str:
-    return "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+    return next((k for k in ("max_completion_tokens", "max_output_tokens") if k in payload), "max_tokens")
 
 
 def cap_output_tokens(payload: dict, cap: int | None) -> dict:
@@ -2797,6 +2798,220 @@ def anthropic_to_openai_response(msg: Any, requested_model: str, tool_names: dic
             "usage": openai_usage(msg.get("usage"))}
 
 
+
+# ---- direction 3: Anthropic Messages → OpenAI Responses backend --------------------------------------------
+# The proxy keeps no state: the whole conversation goes each turn (store: false), and a reasoning item travels to
+# the client inside the thinking block's signature, to come back on the next turn as it was.
+
+REASONING_MARK = "cprs1."  # a thinking signature that carries a Responses reasoning item: mark, id, ".", content
+SUMMARY_PARTS_JOINED = "\n\n"  # between the parts of a reasoning summary, in the thinking text
+
+
+def reasoning_signature(item: dict) -> str:
+    enc = item.get("encrypted_content")
+    return f"{REASONING_MARK}{item.get('id') or ''}.{enc}" if isinstance(enc, str) and enc else ""
+
+
+def _reasoning_item(block: dict) -> dict | None:
+    """The reasoning item a thinking block carries back, or None (thinking from another model is not sent)."""
+    signature = block.get("signature")
+    if not isinstance(signature, str) or not signature.startswith(REASONING_MARK):
+        return None
+    item_id, _, encrypted = signature[len(REASONING_MARK):].partition(".")
+    thinking = block.get("thinking") if isinstance(block.get("thinking"), str) else ""
+    item: dict[str, Any] = {"type": "reasoning", "summary": [{"type": "summary_text", "text": thinking}] if thinking
+                            else [], "encrypted_content": encrypted}  # no status: a replayed item must not have one
+    if item_id:
+        item["id"] = item_id
+    return item
+
+
+def _responses_part(part: dict) -> dict:
+    """A content part of the Chat shape (as the shared block helpers make it) in the Responses shape."""
+    if part["type"] == "image_url":
+        return {"type": "input_image", "image_url": part["image_url"]["url"], "detail": "auto"}
+    if part["type"] == "file":
+        return {"type": "input_file", **part["file"]}
+    return {"type": "input_text", "text": part["text"]}
+
+
+def _responses_input(messages: list, names: dict[str, str]) -> list[dict]:
+    items: list[dict] = []
+    for i, msg in enumerate(messages):
+        where = f"messages.{i}"
+        _expect(isinstance(msg, dict), f"{where}: expected an object")
+        role, content = msg.get("role"), msg.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        _expect(isinstance(blocks, list), f"{where}.content: expected a string or a list of blocks")
+        if role == "system":
+            items.append({"type": "message", "role": "developer", "content": _text_of(content, where)})
+        elif role == "assistant":
+            items += _responses_assistant(blocks, where, names)
+        else:
+            items += _responses_user(blocks, where)
+    return items
+
+
+def _responses_user(blocks: list, where: str) -> list[dict]:
+    items: list[dict] = []
+    parts: list[dict] = []
+    for j, block in enumerate(blocks):
+        bw = f"{where}.content.{j}"
+        _expect(isinstance(block, dict), f"{bw}: expected an object")
+        kind = block.get("type")
+        if kind == "tool_result":
+            text, extra = _tool_result_parts(block, bw)
+            call_id = split_tool_id(sanitize_tool_id(block.get("tool_use_id")))[0]
+            items.append({"type": "function_call_output", "call_id": call_id, "output": text})
+            parts += [_responses_part(p) for p in extra]  # images of a result follow it in a user message
+        elif kind == "text":
+            _expect(isinstance(block.get("text"), str), f"{bw}.text: expected a string")
+            if block["text"]:
+                parts.append({"type": "input_text", "text": block["text"]})
+        elif kind == "image":
+            parts.append(_responses_part(_image_part(block, bw)))
+        elif kind == "document":
+            parts.append(_responses_part(_document_part(block, bw)))
+        elif kind == "search_result":
+            parts.append({"type": "input_text", "text": _search_result_text(block, bw)})
+        elif kind == "tool_reference":
+            parts.append({"type": "input_text", "text": f"Tool loaded: {block.get('tool_name', '')}"})
+        elif kind not in ("thinking", "redacted_thinking", "container_upload"):
+            parts.append({"type": "input_text", "text": _server_block_text(block)})
+    if parts:
+        items.append({"type": "message", "role": "user", "content": parts})
+    return items
+
+
+def _responses_assistant(blocks: list, where: str, names: dict[str, str]) -> list[dict]:
+    items: list[dict] = []
+    for j, block in enumerate(blocks):
+        bw = f"{where}.content.{j}"
+        _expect(isinstance(block, dict), f"{bw}: expected an object")
+        kind = block.get("type")
+        if kind == "thinking":
+            reasoning = _reasoning_item(block)
+            if reasoning:
+                items.append(reasoning)
+        elif kind == "text":
+            _expect(isinstance(block.get("text"), str), f"{bw}.text: expected a string")
+            if block["text"]:
+                items.append({"type": "message", "role": "assistant",
+                              "content": [{"type": "output_text", "text": block["text"]}]})
+        elif kind == "tool_use":
+            _expect(isinstance(block.get("name"), str) and block["name"], f"{bw}.name: expected a tool name")
+            _expect(isinstance(block.get("input", {}), dict), f"{bw}.input: expected an object")
+            items.append({"type": "function_call", "call_id": split_tool_id(sanitize_tool_id(block.get("id")))[0],
+                          "name": names[block["name"]], "arguments": json_dumps(block.get("input", {}))})
+        elif kind != "redacted_thinking":
+            items.append({"type": "message", "role": "assistant",
+                          "content": [{"type": "output_text", "text": _server_block_text(block)}]})
+    return items
+
+
+def anthropic_to_responses_request(body: dict, backend_model: str, max_tokens_cap: int | None = None,
+                                   reasoning_effort: str = "off", names: dict[str, str] | None = None) -> dict:
+    """Translate a validated Anthropic Messages request into an OpenAI Responses request: stateless (``store``
+    false, the whole conversation, reasoning items carried in thinking signatures and sent back)."""
+    validate_messages_request(body)
+    names = openai_tool_names(body) if names is None else names
+    out: dict[str, Any] = {"model": backend_model, "input": _responses_input(body["messages"], names),
+                           "store": False, "include": ["reasoning.encrypted_content"]}
+    system = _text_of(body["system"], "system") if body.get("system") is not None else ""
+    if system:
+        out["instructions"] = system
+    max_tokens = min(body["max_tokens"], max_tokens_cap) if max_tokens_cap else body["max_tokens"]
+    out["max_output_tokens"] = max(16, max_tokens)  # the API's least
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            out[key] = body[key]
+    functions = [t for t in _list(body.get("tools")) if not proxy_server_tool(t)]  # those run on Chat backends
+    tools, choice, parallel = _convert_tools(functions, body.get("tool_choice"), names,
+                                             referenced_tools(body["messages"]))
+    if tools:
+        # A function without "strict" is strict in the Responses API: optional arguments would come back empty.
+        out["tools"] = [{"type": "function", **t["function"], "strict": False} for t in tools]
+        if choice is not None:
+            out["tool_choice"] = {"type": "function", "name": choice["function"]["name"]} \
+                if isinstance(choice, dict) else choice
+        if parallel is not None:
+            out["parallel_tool_calls"] = parallel
+    effort = _reasoning_effort(body, reasoning_effort)
+    if effort:
+        out["reasoning"] = {"effort": effort, "summary": "auto"}  # a summary comes back as the thinking text
+    if body.get("stream"):
+        out["stream"] = True
+    return out
+
+
+def responses_usage(usage: Any) -> dict | None:
+    """A Responses usage object in the Chat Completions shape, for ``anthropic_usage``."""
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("input_tokens_details")
+    return {"prompt_tokens": usage.get("input_tokens"), "completion_tokens": usage.get("output_tokens"),
+            "prompt_tokens_details": {"cached_tokens": details.get("cached_tokens")} if isinstance(details, dict)
+            else None}
+
+
+def responses_failure(resp: dict) -> ProxyError:
+    """A Responses answer with status "failed" (or an ``error`` event): the backend's own message."""
+    error: dict = resp["error"] if isinstance(resp.get("error"), dict) else resp
+    message = error.get("message") if isinstance(error.get("message"), str) else "the response failed"
+    code = error.get("code")
+    return ProxyError(502, f"the backend's response failed: {message}" + (f" ({code})" if isinstance(code, str)
+                                                                           else ""), "api_error")
+
+
+def responses_to_anthropic_response(resp: Any, requested_model: str, tool_names: dict[str, str] | None = None,
+                                    input_estimate: int = 0) -> dict:
+    """Translate a Responses answer into an Anthropic Message: reasoning → thinking (its signature carrying the
+    item), message text → text, function calls → tool_use; a failed response raises its error."""
+    if not isinstance(resp, dict) or not isinstance(resp.get("output"), list):
+        raise malformed(f"the answer has no output list: {describe_value(resp)}")
+    if resp.get("status") == "failed":
+        raise responses_failure(resp)
+    names = tool_names or {}
+    content: list[dict] = []
+    said: list[str] = []
+    for item in resp["output"]:
+        if not isinstance(item, dict):
+            raise malformed(f"an output item is {describe_value(item)}, not an object")
+        block = responses_item_block(item, names)
+        if block is not None:
+            content.append(block)
+            said.append(block.get("text") or block.get("thinking") or json_dumps(block.get("input", "")))
+    has_tools = any(b["type"] == "tool_use" for b in content)
+    incomplete = (resp.get("incomplete_details") or {}).get("reason") if resp.get("status") == "incomplete" else None
+    stop = "max_tokens" if incomplete == "max_output_tokens" else "refusal" if incomplete == "content_filter" else \
+        "tool_use" if has_tools else "end_turn"
+    usage = anthropic_usage(responses_usage(resp.get("usage"))) or {
+        "input_tokens": input_estimate, "output_tokens": estimate_output_tokens(said),
+        "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+    return {"id": new_message_id(resp.get("id")), "type": "message", "role": "assistant", "model": requested_model,
+            "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
+
+
+def responses_item_block(item: dict, names: dict[str, str]) -> dict | None:
+    """One Responses output item as an Anthropic content block (None for items a client cannot use)."""
+    kind = item.get("type")
+    if kind == "reasoning":
+        summary = SUMMARY_PARTS_JOINED.join(str(p.get("text", "")) for p in _list(item.get("summary"))
+                                            if isinstance(p, dict))
+        return {"type": "thinking", "thinking": summary, "signature": reasoning_signature(item)}
+    if kind == "message":
+        parts = [p for p in _list(item.get("content")) if isinstance(p, dict)]
+        text = "".join(str(p.get("text") or p.get("refusal") or "") for p in parts)
+        return {"type": "text", "text": text} if text else None
+    if kind == "function_call":
+        call_id, name, args = item.get("call_id"), item.get("name"), item.get("arguments")
+        if not isinstance(name, str) or not isinstance(args, (str, dict, type(None))):
+            raise malformed(f"a function_call item has name {describe_value(name)} and arguments "
+                            f"{describe_value(args)}")
+        return {"type": "tool_use", "id": sanitize_tool_id(call_id), "name": names.get(name, name),
+                "input": _parse_tool_arguments(args)}
+    return None
+
 # ======================================================================================================
 # 4. Stream translators
 # ======================================================================================================
@@ -2939,38 +3154,122 @@ class ToolCallAssembler:
         return self.last
 
 
-class OpenAIToAnthropicStream:
+class AnthropicStreamWriter:
+    """What the translators into an Anthropic stream share: the message's start and end, and content blocks
+    opened one at a time and indexed 0,1,2…, text and thinking as they come, tool calls whole."""
+    client_dialect = "anthropic"
+    at_boundary = True
+
+    def __init__(self, model: str, input_tokens: int, tool_names: dict[str, str] | None, message_id: str | None):
+        self.model = model
+        self.input_estimate = input_tokens
+        self.tool_names = tool_names or {}
+        self.message_id = message_id or new_message_id()
+        self.index = -1
+        self.open: str | None = None  # "thinking" | "text"
+        self.said: list[str] = []  # text, thinking and tool calls: the output estimate when the backend has no usage
+        self.saw_tool = False
+        self.done = False
+        self.failed: ProxyError | None = None
+        self.final_usage: dict | None = None
+
+    def start(self) -> list[Event]:
+        return message_start_events(self.message_id, self.model, self.input_estimate)
+
+    @staticmethod
+    def encode(events: list[Event]) -> bytes:
+        return sse_frames(events)
+
+    def usage_counts(self) -> tuple[int | None, int | None]:
+        usage = self.final_usage or {}
+        return usage.get("input_tokens"), usage.get("output_tokens")
+
+    def fail(self, error: ProxyError) -> list[Event]:
+        """End the stream with an error event: a client must never mistake a broken answer for a whole one."""
+        if self.done:
+            return []
+        self.done = True
+        self.failed = error
+        return [("error", error.anthropic_body())]
+
+    def _end(self, stop: str, stop_sequence: str | None, usage: dict | None) -> list[Event]:
+        """The message's last events, with the backend's usage or, without one, the estimate."""
+        events = self._close()
+        self.done = True
+        usage = usage or {"input_tokens": self.input_estimate, "output_tokens": estimate_output_tokens(self.said)}
+        self.final_usage = usage
+        delta_usage = {"output_tokens": usage["output_tokens"], "input_tokens": usage["input_tokens"]}
+        if usage.get("cache_read_input_tokens"):
+            delta_usage["cache_read_input_tokens"] = usage["cache_read_input_tokens"]
+        return events + [("message_delta", {"type": "message_delta", "delta": {
+            "stop_reason": stop, "stop_sequence": stop_sequence if stop == "stop_sequence" else None},
+            "usage": delta_usage}), ("message_stop", {"type": "message_stop"})]
+
+    def _pieces(self, pieces: list[tuple[str, str]]) -> list[Event]:
+        events: list[Event] = []
+        for kind, text in pieces:
+            if text:
+                self.said.append(text)
+                events += self._open(kind)
+                events.append(self._delta({"type": "thinking_delta", "thinking": text} if kind == "thinking" else
+                                          {"type": "text_delta", "text": text}))
+        return events
+
+    def _delta(self, delta: dict) -> Event:
+        return ("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
+
+    def _close(self) -> list[Event]:
+        if self.open is None:
+            return []
+        self.open = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+
+    def _open(self, kind: str) -> list[Event]:
+        if self.open == kind:
+            return []
+        events = self._close()
+        self.index += 1
+        self.open = kind
+        block = {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking" else {
+            "type": "text", "text": ""}
+        events.append(("content_block_start", {"type": "content_block_start", "index": self.index,
+                                               "content_block": block}))
+        return events
+
+    def _tool_block(self, call_id: str, name: str, arguments: str) -> list[Event]:
+        """A tool call as one whole block: start, its arguments (a JSON object's text) in one delta, stop."""
+        self.saw_tool = True
+        self.said.append(name + arguments)
+        events = self._close()
+        self.index += 1
+        return events + [("content_block_start", {"type": "content_block_start", "index": self.index,
+                                                  "content_block": {"type": "tool_use", "id": call_id,
+                                                                    "name": self.tool_names.get(name, name),
+                                                                    "input": {}}}),
+                         self._delta({"type": "input_json_delta", "partial_json": arguments}),
+                         ("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+
+
+class OpenAIToAnthropicStream(AnthropicStreamWriter):
     """Turns OpenAI ``chat.completion.chunk`` dicts into Anthropic stream events.
 
     ``start()`` once, ``feed(chunk)`` per chunk, then exactly one of ``finish(saw_done)`` or ``fail(error)``.
-    Blocks are opened one at a time and indexed 0,1,2…; text, thinking (``reasoning_content`` or inline
-    ``<think>``) and tool calls each come out as separate, well-formed blocks.
+    Text, thinking (``reasoning_content`` or inline ``<think>``) and tool calls each come out as separate,
+    well-formed blocks.
     """
-    client_dialect = "anthropic"
-    at_boundary = True
 
     def __init__(self, model: str, input_tokens: int = 0, tool_names: dict[str, str] | None = None,
                  stop_sequences: list[str] | None = None, message_id: str | None = None,
                  offered_tools: dict[str, Any] | None = None):
-        self.model = model
-        self.input_estimate = input_tokens
-        self.tool_names = tool_names or {}
+        super().__init__(model, input_tokens, tool_names, message_id)
         self.stop_sequences = stop_sequences
-        self.message_id = message_id or new_message_id()
-        self.index = -1
-        self.open: str | None = None  # "thinking" | "text"
         self.think = ThinkTagSplitter()
         self.text_calls = TextToolCalls(offered_tools) if offered_tools else None
         self.tools = ToolCallAssembler()
         self.finish_reason: str | None = None
         self.matched_stop: str | None = None
         self.usage: dict | None = None
-        self.said: list[str] = []  # text, thinking and tool calls: the output estimate when the backend has no usage
-        self.saw_tool = False
         self.refused = False
-        self.done = False
-        self.failed: ProxyError | None = None
-        self.final_usage: dict | None = None
 
     # -- the pump's interface ---------------------------------------------------------------------
     def receive(self, event: SSEEvent) -> list[Event]:
@@ -2988,18 +3287,7 @@ class OpenAIToAnthropicStream:
     def end(self) -> list[Event]:
         return self.finish(saw_done=False)
 
-    @staticmethod
-    def encode(events: list[Event]) -> bytes:
-        return sse_frames(events)
-
-    def usage_counts(self) -> tuple[int | None, int | None]:
-        usage = self.final_usage or {}
-        return usage.get("input_tokens"), usage.get("output_tokens")
-
     # -- lifecycle --------------------------------------------------------------------------------
-    def start(self) -> list[Event]:
-        return message_start_events(self.message_id, self.model, self.input_estimate)
-
     def feed(self, chunk: Any) -> list[Event]:
         choice = first_choice(chunk)
         if isinstance(chunk.get("usage"), dict):
@@ -3027,30 +3315,11 @@ class OpenAIToAnthropicStream:
         if not saw_done and self.finish_reason is None:
             return self.fail(ProxyError(502, "the backend closed the stream before finishing the answer "
                                              "(no finish_reason, no [DONE])", "api_error"))
-        events = self._pieces(self._calls_taken(self.think.flush(), end=True)) + self._tool_blocks() + self._close()
-        self.done = True
-        usage = anthropic_usage(self.usage) or {
-            "input_tokens": self.input_estimate, "output_tokens": estimate_output_tokens(self.said)}
-        self.final_usage = usage
+        events = self._pieces(self._calls_taken(self.think.flush(), end=True)) + self._tool_blocks()
         stop = _stop_reason(self.finish_reason, self.saw_tool, self.matched_stop)
         if self.refused and not self.saw_tool:
             stop = "refusal"
-        delta_usage = {"output_tokens": usage["output_tokens"], "input_tokens": usage["input_tokens"]}
-        if usage.get("cache_read_input_tokens"):
-            delta_usage["cache_read_input_tokens"] = usage["cache_read_input_tokens"]
-        events.append(("message_delta", {"type": "message_delta", "delta": {
-            "stop_reason": stop, "stop_sequence": self.matched_stop if stop == "stop_sequence" else None},
-            "usage": delta_usage}))
-        events.append(("message_stop", {"type": "message_stop"}))
-        return events
-
-    def fail(self, error: ProxyError) -> list[Event]:
-        """End the stream with an error event: a client must never mistake a broken answer for a whole one."""
-        if self.done:
-            return []
-        self.done = True
-        self.failed = error
-        return [("error", error.anthropic_body())]
+        return events + self._end(stop, self.matched_stop, anthropic_usage(self.usage))
 
     # -- what a delta holds -----------------------------------------------------------------------
     def _delta_events(self, delta: dict) -> list[Event]:
@@ -3092,51 +3361,10 @@ class OpenAIToAnthropicStream:
                 self.tools.feed(value)
         return [(what, value) for what, value in found if what != "call"]
 
-    def _pieces(self, pieces: list[tuple[str, str]]) -> list[Event]:
-        events: list[Event] = []
-        for kind, text in pieces:
-            if text:
-                self.said.append(text)
-                events += self._open(kind)
-                events.append(self._delta({"type": "thinking_delta", "thinking": text} if kind == "thinking" else
-                                          {"type": "text_delta", "text": text}))
-        return events
-
-    # -- blocks -----------------------------------------------------------------------------------
-    def _delta(self, delta: dict) -> Event:
-        return ("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
-
-    def _close(self) -> list[Event]:
-        if self.open is None:
-            return []
-        self.open = None
-        return [("content_block_stop", {"type": "content_block_stop", "index": self.index})]
-
-    def _open(self, kind: str) -> list[Event]:
-        if self.open == kind:
-            return []
-        events = self._close()
-        self.index += 1
-        self.open = kind
-        block = {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking" else {
-            "type": "text", "text": ""}
-        events.append(("content_block_start", {"type": "content_block_start", "index": self.index,
-                                               "content_block": block}))
-        return events
-
     def _tool_blocks(self) -> list[Event]:
-        """The tool calls, each a whole block: start, its arguments in one delta, stop."""
-        events: list[Event] = []
-        for call in self.tools.complete():
-            self.saw_tool = True
-            self.said.append(call["name"] + call["arguments"])
-            events += self._close()
-            self.index += 1
-            events += [("content_block_start", {"type": "content_block_start", "index": self.index, "content_block": {
-                "type": "tool_use", "id": call["id"], "name": self.tool_names.get(call["name"], call["name"]),
-                "input": {}}}), self._delta({"type": "input_json_delta", "partial_json": call["arguments"]}),
-                ("content_block_stop", {"type": "content_block_stop", "index": self.index})]
-        return events
+        """The tool calls, each a whole block."""
+        return [e for call in self.tools.complete() for e in self._tool_block(call["id"], call["name"],
+                                                                               call["arguments"])]
 
 
 def message_start_events(message_id: str, model: str, input_tokens: int) -> list[Event]:
@@ -3169,23 +3397,15 @@ def block_events(index: int, block: dict) -> list[Event]:
     return events + [("content_block_stop", {"type": "content_block_stop", "index": index})]
 
 
-class ComposedStream:
+class ComposedStream(AnthropicStreamWriter):
     """An answer the proxy composes from several whole backend answers (it ran server tools between them), as
     an Anthropic stream: ``receive(message)`` per answer (see ``server_tool_rounds``) sends its blocks at once;
     the answer whose ``stop_reason`` is set ends the message, with the usage of them all."""
-    client_dialect = "anthropic"
-    at_boundary = True
 
     def __init__(self, model: str, input_tokens: int, message_id: str):
-        self.model, self.input_estimate, self.message_id = model, input_tokens, message_id
-        self.index = -1
+        super().__init__(model, input_tokens, None, message_id)
         self.usage = {"input_tokens": 0, "output_tokens": 0}
         self.searches = 0
-        self.done = False
-        self.failed: ProxyError | None = None
-
-    def start(self) -> list[Event]:
-        return message_start_events(self.message_id, self.model, self.input_estimate)
 
     def receive(self, message: dict) -> list[Event]:
         events: list[Event] = []
@@ -3198,6 +3418,7 @@ class ComposedStream:
         if message["stop_reason"] is None:
             return events
         self.done = True
+        self.final_usage = dict(self.usage)
         usage = {**self.usage, "server_tool_use": {"web_search_requests": self.searches, "web_fetch_requests": 0}}
         return events + [("message_delta", {"type": "message_delta", "delta": {
             "stop_reason": message["stop_reason"], "stop_sequence": message.get("stop_sequence")}, "usage": usage}),
@@ -3206,18 +3427,126 @@ class ComposedStream:
     def end(self) -> list[Event]:
         return [] if self.done else self.fail(ProxyError(502, "the answer ended before it was complete", "api_error"))
 
-    def fail(self, error: ProxyError) -> list[Event]:
-        if self.done:
-            return []
-        self.done, self.failed = True, error
-        return [("error", error.anthropic_body())]
 
-    @staticmethod
-    def encode(events: list[Event]) -> bytes:
-        return sse_frames(events)
+class ResponsesToAnthropicStream(AnthropicStreamWriter):
+    """Turns an OpenAI Responses event stream into Anthropic stream events: reasoning summaries → thinking (the
+    block's signature carries the item, taken from ``response.output_item.done``: the copy in ``.added`` may be
+    incomplete), output text → text, function calls → whole tool_use blocks; ``response.completed`` or
+    ``response.incomplete`` ends the message, ``response.failed`` and ``error`` fail it."""
+
+    def __init__(self, model: str, input_tokens: int = 0, tool_names: dict[str, str] | None = None,
+                 message_id: str | None = None):
+        super().__init__(model, input_tokens, tool_names, message_id)
+
+    def receive(self, event: SSEEvent) -> list[Event]:
+        data = event.data.strip()
+        if not data or data == "[DONE]":
+            return []
+        try:
+            parsed = json_loads(data)
+        except ValueError:
+            raise malformed(f"a stream event is not JSON: {data[:200]!r}") from None
+        if not isinstance(parsed, dict):
+            raise malformed(f"a stream event is {describe_value(parsed)}, not an object")
+        return self.feed(parsed)
+
+    def end(self) -> list[Event]:
+        return self.fail(ProxyError(502, "the backend closed the stream before the response was complete "
+                                         "(no response.completed)", "api_error"))
+
+    def feed(self, event: dict) -> list[Event]:
+        kind = event.get("type")
+        if kind == "response.reasoning_summary_text.delta":
+            return self._pieces([("thinking", _text_field(event, "delta"))])
+        if kind in ("response.output_text.delta", "response.refusal.delta"):
+            return self._pieces([("text", _text_field(event, "delta"))])
+        if kind == "response.reasoning_summary_part.added" and event.get("summary_index"):
+            return self._pieces([("thinking", SUMMARY_PARTS_JOINED)])
+        if kind == "response.output_item.done":
+            return self._item_done(event.get("item"))
+        if kind in ("response.completed", "response.incomplete"):
+            return self._completed(event.get("response"))
+        if kind == "response.failed":
+            response = event.get("response")
+            raise responses_failure(response if isinstance(response, dict) else {})
+        if kind == "error":
+            raise responses_failure(event)
+        return []
+
+    def _item_done(self, item: Any) -> list[Event]:
+        if not isinstance(item, dict):
+            raise malformed(f"response.output_item.done carries {describe_value(item)}, not an item")
+        if item.get("type") == "reasoning":
+            signature = reasoning_signature(item)
+            if not signature:
+                return self._close()
+            events = self._open("thinking")  # a reasoning item with no summary still carries its signature
+            return events + [self._delta({"type": "signature_delta", "signature": signature})] + self._close()
+        if item.get("type") == "function_call":
+            block = responses_item_block(item, {})
+            assert block is not None
+            return self._tool_block(block["id"], block["name"], json_dumps(block["input"]))
+        return []
+
+    def _completed(self, response: Any) -> list[Event]:
+        if not isinstance(response, dict):
+            raise malformed(f"the response's last event carries {describe_value(response)}, not a response")
+        reason = (response.get("incomplete_details") or {}).get("reason")
+        stop = "max_tokens" if reason == "max_output_tokens" else "refusal" if reason == "content_filter" else \
+            "tool_use" if self.saw_tool else "end_turn"
+        return self._end(stop, None, anthropic_usage(responses_usage(response.get("usage"))))
+
+
+def _text_field(event: dict, key: str) -> str:
+    value = event.get(key)
+    if not isinstance(value, str):
+        raise malformed(f"{event.get('type')}.{key} is {describe_value(value)}, not a string")
+    return value
+
+
+class Chained:
+    """Two stream translators through the hub: ``first`` turns the backend's events into Anthropic events, which
+    ``second`` turns into the client's dialect (a Chat Completions client of a Responses backend, say)."""
+    at_boundary = True
+
+    def __init__(self, first: Any, second: Any):
+        self.first, self.second = first, second
+        self.client_dialect = second.client_dialect
+
+    @property
+    def done(self) -> bool:
+        return bool(self.second.done)
+
+    @property
+    def failed(self) -> ProxyError | None:
+        return self.second.failed or self.first.failed
+
+    def _through(self, events: list[Event]) -> list[Any]:
+        out: list[Any] = []
+        for name, data in events:
+            if name == "error" and self.first.failed is not None:
+                return out + self.second.fail(self.first.failed)
+            out += self.second.feed(name, data) if name != "ping" else []
+        return out
+
+    def start(self) -> list[Any]:
+        return self.second.start() + self._through(self.first.start())
+
+    def receive(self, item: Any) -> list[Any]:
+        return self._through(self.first.receive(item))
+
+    def end(self) -> list[Any]:
+        return self._through(self.first.end()) + ([] if self.second.done else self.second.end())
+
+    def fail(self, error: ProxyError) -> list[Any]:
+        self.first.fail(error)
+        return self.second.fail(error)
+
+    def encode(self, items: list[Any]) -> bytes:
+        return self.second.encode(items)
 
     def usage_counts(self) -> tuple[int | None, int | None]:
-        return self.usage["input_tokens"], self.usage["output_tokens"]
+        return self.first.usage_counts()
 
 
 def completion_as_chunk(resp: Any) -> dict:
@@ -3625,8 +3954,9 @@ class Health:
 class Upstream:
     """One shared aiohttp session to the backend: keep-alive, timeouts, retries before the first byte.
 
-    Speaks to either backend dialect: ``post_chat`` (OpenAI ``/chat/completions``) and ``post_anthropic``
-    (Anthropic ``/v1/messages``, ``/v1/messages/count_tokens``). Both go through ``_post``.
+    Speaks every backend dialect: ``post_chat`` (OpenAI ``/chat/completions``, or ``/responses`` for a
+    Responses backend) and ``post_anthropic`` (Anthropic ``/v1/messages``, ``/v1/messages/count_tokens``). Both
+    go through ``_post``.
     """
 
     def __init__(self, config: Config):
@@ -3667,9 +3997,9 @@ class Upstream:
         return h
 
     async def post_chat(self, backend: Backend, payload: dict, key: str | None) -> aiohttp.ClientResponse:
-        """POST {url}/chat/completions."""
+        """POST {url}/chat/completions, or {url}/responses for a Responses backend."""
         stream = bool(payload.get("stream"))
-        return await self._post(backend, backend.chat_url, payload, lambda k: self.openai_headers(backend, k, stream),
+        return await self._post(backend, backend.endpoint, payload, lambda k: self.openai_headers(backend, k, stream),
                                 key)
 
     async def post_anthropic(self, backend: Backend, payload: dict, key: str | None, version: str | None = None,
@@ -3987,6 +4317,7 @@ REFUSALS = {
                                    "top_p", "stop"))),
     "anthropic": (_learn_max_tokens, _refused_parameter(("temperature", "top_p", "top_k")),
                   _learn_adaptive_thinking),
+    "responses": (_learn_max_tokens, _refused_parameter(("temperature", "top_p", "parallel_tool_calls", "reasoning"))),
 }
 
 
@@ -4763,6 +5094,8 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         key = backend_key(request, backend)
         if backend.dialect == "anthropic":
             return await passthrough(request, body, backend, model, key)
+        if backend.dialect == "responses":
+            return await answer_from_responses(request, backend, model, key, body, sent_names, None)
         payload = anthropic_to_openai_request(body, model, config.max_tokens, config.reasoning_effort, sent_names)
         estimate = count_request_tokens(body)
         offered = offered_functions(payload)  # calls the model writes as text count only for these
@@ -4800,6 +5133,42 @@ async def handle_count_tokens(request: web.Request) -> web.Response:
     return web.json_response({"input_tokens": count_request_tokens(body)})
 
 
+async def answer_from_responses(request: web.Request, backend: Backend, model: str, key: str | None,
+                                anthropic_body: dict, names: dict[str, str] | None,
+                                chat_body: dict | None) -> web.StreamResponse:
+    """A Responses backend's answer to an Anthropic-shaped request, in the client's dialect: Anthropic's, or,
+    for a Chat Completions client (``chat_body``, the request as it sent it), Chat Completions' by way of the
+    hub."""
+    config = request[CONFIG_KEY]
+    names = openai_tool_names(anthropic_body) if names is None else names
+    back = {v: k for k, v in names.items()}
+    payload = anthropic_to_responses_request(anthropic_body, model, config.max_tokens, config.reasoning_effort, names)
+    estimate = count_request_tokens(anthropic_body)
+    client_model = (chat_body or anthropic_body)["model"]
+    chat_names = {v: k for k, v in claude_tool_names(chat_body).items()} if chat_body else {}
+    json_tool = (anthropic_body.get("tool_choice") or {}).get("name") == JSON_TOOL  # response_format, as a tool
+    translator: Any = None
+    if payload.get("stream"):  # made before the backend is asked: nothing can fail between
+        translator = ResponsesToAnthropicStream(client_model, estimate, back)
+        if chat_body is not None:
+            include_usage = bool((chat_body.get("stream_options") or {}).get("include_usage"))
+            translator = Chained(translator, AnthropicToOpenAIStream(client_model, include_usage, chat_names,
+                                                                     json_tool))
+    resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
+    if translator is not None:
+        return await pump_stream(request, resp, backend, translator, iter_sse(resp))
+    data = await _read_backend_json(resp, config, backend)
+    answer = translated_answer(config, backend, responses_to_anthropic_response, data, client_model, back, estimate)
+    if chat_body is not None:
+        answer = translated_answer(config, backend, anthropic_to_openai_response, answer, client_model, chat_names,
+                                   json_tool)
+        rlog_counts = answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"]
+    else:
+        rlog_counts = answer["usage"]["input_tokens"], answer["usage"]["output_tokens"]
+    request[LOG_KEY].input_tokens, request[LOG_KEY].output_tokens = rlog_counts
+    return web.Response(text=json_dumps(answer), content_type="application/json")
+
+
 # ---- OpenAI front door --------------------------------------------------------------------------------
 
 async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
@@ -4813,6 +5182,8 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
         if backend.dialect == "openai":
             return await passthrough(request, body, backend, model, key)
         payload = openai_to_anthropic_request(body, model, config.max_tokens, names_in=sent_names)
+        if backend.dialect == "responses":  # through the hub: this request as Anthropic's, then as Responses'
+            return await answer_from_responses(request, backend, model, key, payload, None, body)
         json_tool = (payload.get("tool_choice") or {}).get("name") == JSON_TOOL
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         translator = AnthropicToOpenAIStream(body["model"], include_usage, names, json_tool) \
