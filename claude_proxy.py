@@ -3012,6 +3012,244 @@ def responses_item_block(item: dict, names: dict[str, str]) -> dict | None:
                 "input": _parse_tool_arguments(args)}
     return None
 
+
+# ---- direction 4: OpenAI Responses client (Codex CLI) → the hub --------------------------------------------
+
+# Tools a Responses client may offer that only OpenAI's servers run (Codex offers web_search in every request):
+# never a refusal, they are left out.
+HOSTED_TOOLS = ("web_search", "web_search_preview", "tool_search", "file_search", "code_interpreter",
+                "image_generation", "computer_use_preview", "mcp", "local_shell")
+NO_STATE = ("this proxy keeps no state between requests: send store: false and the whole conversation in input "
+            "each turn (Codex CLI does so by default)")
+
+
+def validate_responses_request(body: Any) -> None:
+    _expect(isinstance(body, dict), "request body: expected a JSON object")
+    _expect(isinstance(body.get("model"), str) and body["model"], "model: field required")
+    _expect(isinstance(body.get("input"), (str, list)), "input: expected a string or a list of items")
+    if body.get("previous_response_id") is not None:
+        raise bad_request(f"previous_response_id: {NO_STATE}")
+    if body.get("store") is True:
+        raise bad_request(f"store: true: {NO_STATE}")
+    for key in ("tools", "include"):
+        _expect(body.get(key) is None or isinstance(body[key], list), f"{key}: expected a list")
+
+
+def _responses_items(body: dict) -> list:
+    items = body["input"]
+    return [{"type": "message", "role": "user", "content": items}] if isinstance(items, str) else items
+
+
+def responses_tool_names(body: dict) -> dict[str, str]:
+    """Responses client's tool name → the name an Anthropic-shaped request gets (``^[a-zA-Z0-9_-]{1,128}$``)."""
+    found = [t.get("name") for t in _list(body.get("tools")) if isinstance(t, dict)]
+    found += [i.get("name") for i in _list(body.get("input")) if isinstance(i, dict)
+              and i.get("type") in ("function_call", "custom_tool_call")]
+    return unique_tool_names([n for n in found if isinstance(n, str) and n], ANTHROPIC_TOOL_NAME, 128)
+
+
+def custom_tools(body: dict) -> set[str]:
+    """The client's freeform tools (Codex's apply_patch): their calls go back as custom_tool_call items."""
+    return {t["name"] for t in _list(body.get("tools")) if isinstance(t, dict) and t.get("type") == "custom"
+            and isinstance(t.get("name"), str)}
+
+
+def _responses_tools(body: dict, names: dict[str, str]) -> tuple[list[dict], list[str]]:
+    """Anthropic tools for a Responses request's tools, and the hosted ones left out."""
+    tools, left_out = [], []
+    for i, tool in enumerate(_list(body.get("tools"))):
+        _expect(isinstance(tool, dict), f"tools[{i}]: expected an object")
+        kind = tool.get("type")
+        if kind in ("function", "custom"):
+            _expect(isinstance(tool.get("name"), str) and tool["name"], f"tools[{i}].name: expected a tool name")
+            schema = tool.get("parameters") if kind == "function" else {
+                "type": "object", "required": ["input"], "properties": {"input": {
+                    "type": "string", "description": "The tool's input, as free text in its own format."}}}
+            description = str(tool.get("description") or "")
+            if kind == "custom" and isinstance(tool.get("format"), dict) and tool["format"].get("definition"):
+                description += f"\n\nThe input follows this grammar:\n{tool['format']['definition']}"
+            tools.append({"name": names[tool["name"]], "description": description,
+                          "input_schema": schema if isinstance(schema, dict) else {"type": "object"}})
+        else:
+            left_out.append(str(kind))
+    return tools, left_out
+
+
+def _responses_tool_choice(choice: Any, names: dict[str, str]) -> dict | None:
+    if choice in (None, "auto"):
+        return None
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    if isinstance(choice, dict) and choice.get("type") in ("function", "custom") and choice.get("name") in names:
+        return {"type": "tool", "name": names[choice["name"]]}
+    return None  # a hosted tool, or one left out: the model chooses
+
+
+def _responses_parts(content: Any, where: str) -> list[dict]:
+    """Anthropic blocks for a Responses message's content (a string or input_/output_ parts)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    _expect(isinstance(content, list), f"{where}: expected a string or a list of parts")
+    blocks: list[dict] = []
+    for j, part in enumerate(content):
+        pw = f"{where}[{j}]"
+        _expect(isinstance(part, dict), f"{pw}: expected an object")
+        kind = part.get("type")
+        if kind in ("input_text", "output_text", "text", "summary_text", "reasoning_text"):
+            _expect(isinstance(part.get("text"), str), f"{pw}.text: expected a string")
+            blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "refusal":
+            blocks.append({"type": "text", "text": str(part.get("refusal") or "")})
+        elif kind == "input_image":
+            url = part.get("image_url")
+            if isinstance(url, str) and url:
+                blocks.append(_image_block(url, pw))
+            else:
+                blocks.append({"type": "text", "text": f"[image {part.get('file_id', '')} is not available here]"})
+        elif kind == "input_file":
+            blocks.append(_file_block(part, pw))
+        else:
+            raise bad_request(f"{pw}.type: unsupported content part type {kind!r}")
+    return blocks
+
+
+def _responses_turn(item: dict, where: str, names: dict[str, str], keep_reasoning: bool) -> dict | str | None:
+    """One input item as an Anthropic turn (a system or developer message as its text; None: left out)."""
+    kind = item.get("type") or ("message" if "role" in item else None)
+    if kind == "message":
+        role = item.get("role")
+        _expect(role in ("user", "assistant", "system", "developer"), f"{where}.role: expected user, assistant, "
+                                                                      f"system or developer, got {role!r}")
+        if role in ("system", "developer"):
+            return "\n".join(b["text"] for b in _responses_parts(item.get("content"), f"{where}.content")
+                             if b["type"] == "text")
+        return {"role": role, "content": _responses_parts(item.get("content"), f"{where}.content")}
+    if kind in ("function_call", "custom_tool_call"):
+        _expect(isinstance(item.get("name"), str) and item["name"], f"{where}.name: expected a tool name")
+        _expect(isinstance(item.get("call_id"), str) and item["call_id"], f"{where}.call_id: field required")
+        tool_input = _parse_tool_arguments(item.get("arguments")) if kind == "function_call" else {
+            "input": str(item.get("input") or "")}
+        return {"role": "assistant", "content": [{"type": "tool_use", "id": sanitize_tool_id(item["call_id"]),
+                                                  "name": names[item["name"]], "input": tool_input}]}
+    if kind in ("function_call_output", "custom_tool_call_output"):
+        _expect(isinstance(item.get("call_id"), str) and item["call_id"], f"{where}.call_id: field required")
+        output = item.get("output")
+        content: Any = output if isinstance(output, str) else _responses_parts(output, f"{where}.output")
+        return {"role": "user", "content": [{"type": "tool_result", "tool_use_id": sanitize_tool_id(item["call_id"]),
+                                             "content": content or "(no output)"}]}
+    if kind == "reasoning":
+        summary = SUMMARY_PARTS_JOINED.join(str(p.get("text", "")) for p in _list(item.get("summary"))
+                                            if isinstance(p, dict))
+        signature = reasoning_signature(item)
+        if not keep_reasoning or not (signature or summary):
+            return None  # an Anthropic backend would refuse a signature it did not make
+        return {"role": "assistant", "content": [{"type": "thinking", "thinking": summary, "signature": signature}]}
+    if kind == "item_reference":
+        raise bad_request(f"{where}: item_reference: {NO_STATE}")
+    return {"role": "assistant", "content": [{"type": "text", "text": f"[{kind}] {json_dumps(item)[:2000]}"}]}
+
+
+def responses_to_anthropic_request(body: dict, backend_model: str, max_tokens_cap: int | None = None,
+                                   names: dict[str, str] | None = None, keep_reasoning: bool = True) -> dict:
+    """Translate a Responses request into an Anthropic Messages request (the hub). Instructions and system or
+    developer messages become the system prompt; custom tools become tools with one string ``input``; hosted
+    tools are left out (with one log line); reasoning items travel in thinking signatures when
+    ``keep_reasoning``."""
+    validate_responses_request(body)
+    names = responses_tool_names(body) if names is None else names
+    system = [body["instructions"]] if isinstance(body.get("instructions"), str) and body["instructions"] else []
+    turns: list[dict] = []
+    for i, item in enumerate(_responses_items(body)):
+        _expect(isinstance(item, dict), f"input[{i}]: expected an object")
+        turn = _responses_turn(item, f"input[{i}]", names, keep_reasoning)
+        if isinstance(turn, str):
+            system += [turn] if turn.strip() else []
+        elif turn is not None:
+            turns.append(turn)
+    max_tokens = body.get("max_output_tokens") or DEFAULT_OUTPUT_TOKENS
+    out: dict[str, Any] = {"model": backend_model, "messages": _normalise_turns(turns), "max_tokens": max_tokens}
+    tools, left_out = _responses_tools(body, names)
+    if left_out:
+        log.info("tools only OpenAI's servers run are left out: %s", ", ".join(sorted(set(left_out))))
+    fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    effort = (body.get("reasoning") or {}).get("effort") if isinstance(body.get("reasoning"), dict) else None
+    budget = EFFORT_BUDGET.get(effort) if isinstance(effort, str) else None
+    chat_format = {"type": "json_schema", "json_schema": fmt} if isinstance(fmt, dict) and \
+        fmt.get("type") == "json_schema" else fmt
+    tools, tool_choice, instruction = _response_format(chat_format, tools, _responses_tool_choice(
+        body.get("tool_choice"), names), bool(budget))
+    system += [instruction] if instruction else []
+    if system:
+        out["system"] = "\n\n".join(system)
+    _set_tools(out, tools, tool_choice, body.get("parallel_tool_calls") is False)
+    if budget:
+        _set_thinking(out, budget)
+    elif body.get("temperature") is not None:
+        out["temperature"] = min(1.0, float(body["temperature"]))
+    elif body.get("top_p") is not None:
+        out["top_p"] = body["top_p"]
+    if body.get("stream"):
+        out["stream"] = True
+    return cap_output_tokens(out, max_tokens_cap)
+
+
+def responses_output_item(block: dict, names: dict[str, str], custom: set[str]) -> dict | None:
+    """An Anthropic content block as a Responses output item (None for blocks a Responses client cannot use)."""
+    kind = block["type"]
+    if kind == "text":
+        return {"type": "message", "id": "msg_" + secrets.token_hex(12), "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": block["text"], "annotations": [], "logprobs": []}]}
+    if kind == "thinking":
+        item_id, _, encrypted = str(block.get("signature") or "").removeprefix(REASONING_MARK).partition(".") \
+            if str(block.get("signature") or "").startswith(REASONING_MARK) else ("", "", "")
+        return {"type": "reasoning", "id": item_id or "rs_" + secrets.token_hex(12), "summary": [
+            {"type": "summary_text", "text": block["thinking"]}] if block.get("thinking") else [],
+            "encrypted_content": encrypted or None}
+    if kind == "tool_use":
+        name = names.get(block["name"], block["name"])
+        if name in custom:
+            value = block["input"].get("input") if isinstance(block["input"], dict) else None
+            return {"type": "custom_tool_call", "id": "ctc_" + secrets.token_hex(12), "call_id": block["id"],
+                    "name": name, "input": value if isinstance(value, str) else json_dumps(block["input"])}
+        return {"type": "function_call", "id": "fc_" + secrets.token_hex(12), "call_id": block["id"], "name": name,
+                "arguments": json_dumps(block["input"]), "status": "completed"}
+    return None
+
+
+def responses_usage_of(usage: dict) -> dict:
+    cached = usage.get("cache_read_input_tokens") or 0
+    total_in = usage.get("input_tokens", 0) + cached + (usage.get("cache_creation_input_tokens") or 0)
+    return {"input_tokens": total_in, "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": usage.get("output_tokens", 0), "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": total_in + usage.get("output_tokens", 0)}
+
+
+def responses_envelope(body: dict, response_id: str, status: str, output: list[dict], usage: dict | None,
+                       created: int) -> dict:
+    """A Response object around ``output``: the fields the SDK's type requires, echoing the request."""
+    return {"id": response_id, "object": "response", "created_at": created, "status": status, "model": body["model"],
+            "output": output, "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools", []),
+            "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+            "temperature": body.get("temperature"), "top_p": body.get("top_p"), "store": False, "metadata": {},
+            "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+            "text": body.get("text") or {"format": {"type": "text"}}, "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+            "usage": usage}
+
+
+def anthropic_to_responses_response(msg: Any, body: dict, names: dict[str, str], custom: set[str]) -> dict:
+    """Translate an Anthropic Message into the Response a Responses client (``body``: its request) expects."""
+    if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
+        raise malformed(f"the answer has no content list: {describe_value(msg)}")
+    output = [item for block in msg["content"] if isinstance(block, dict)
+              for item in [responses_output_item(block, names, custom)] if item]
+    status = "incomplete" if msg.get("stop_reason") == "max_tokens" else "completed"
+    return responses_envelope(body, "resp_" + str(msg.get("id", "")).removeprefix("msg_"), status, output,
+                              responses_usage_of(msg.get("usage") or {}), int(time.time()))
+
 # ======================================================================================================
 # 4. Stream translators
 # ======================================================================================================
@@ -3025,8 +3263,11 @@ class StreamTranslator(Protocol):
     into bytes. ``done`` says the answer is over; ``failed`` holds the error it ended with."""
     client_dialect: str
     at_boundary: bool  # whether what was received so far ends at an SSE frame boundary (pings go only there)
-    done: bool
-    failed: ProxyError | None
+
+    @property
+    def done(self) -> bool: ...
+    @property
+    def failed(self) -> ProxyError | None: ...
 
     def start(self) -> list[Any]: ...
     def receive(self, item: Any) -> list[Any]: ...
@@ -3547,6 +3788,174 @@ class Chained:
 
     def usage_counts(self) -> tuple[int | None, int | None]:
         return self.first.usage_counts()
+
+
+class AnthropicToResponsesStream:
+    """Turns Anthropic stream events into an OpenAI Responses event stream, for a Responses client (``body``: its
+    request): ``response.created`` and ``.in_progress``, each content block as an output item (added, its
+    deltas, done), then ``response.completed`` (``.incomplete`` at max_tokens), or ``response.failed``. Events
+    are numbered by ``sequence_number``. ``receive`` reads an Anthropic backend's SSE; ``feed`` takes events
+    from another translator (see ``Chained``)."""
+    client_dialect = "responses"
+    at_boundary = True
+
+    def __init__(self, body: dict, names: dict[str, str] | None = None, custom: set[str] | None = None):
+        self.body, self.names, self.custom = body, names or {}, custom or set()
+        self.response_id = "resp_" + secrets.token_hex(12)
+        self.created = int(time.time())
+        self.sequence = 0
+        self.items: dict[int, dict] = {}  # Anthropic block index → the output item it is (None: left out)
+        self.output: list[dict] = []
+        self.stop: str | None = None
+        self.usage: dict = {}
+        self.done = False
+        self.failed: ProxyError | None = None
+
+    def _event(self, kind: str, **fields: Any) -> Event:
+        event = (kind, {"type": kind, "sequence_number": self.sequence, **fields})
+        self.sequence += 1
+        return event
+
+    def _response(self, status: str) -> dict:
+        usage = responses_usage_of(self.usage) if self.usage else None
+        return responses_envelope(self.body, self.response_id, status, [_public(i) for i in self.output], usage,
+                                  self.created)
+
+    def start(self) -> list[Event]:
+        return [self._event("response.created", response=self._response("in_progress")),
+                self._event("response.in_progress", response=self._response("in_progress"))]
+
+    def receive(self, event: SSEEvent) -> list[Event]:
+        data = event.data.strip()
+        if not data or event.event == "ping":
+            return []
+        try:
+            parsed = json_loads(data)
+        except ValueError:
+            raise malformed(f"a stream event is not JSON: {data[:200]!r}") from None
+        if not isinstance(parsed, dict):
+            raise malformed(f"a stream event is {describe_value(parsed)}, not an object")
+        return self.feed(event.event or str(parsed.get("type")), parsed)
+
+    def feed(self, name: str, data: dict) -> list[Event]:
+        if name == "content_block_start":
+            return self._added(data["index"], data["content_block"])
+        if name == "content_block_delta":
+            return self._delta(self.items.get(data["index"]), data["delta"])
+        if name == "content_block_stop":
+            return self._item_done(self.items.get(data["index"]))
+        if name == "message_start":
+            self.usage = dict((data.get("message") or {}).get("usage") or {})
+        elif name == "message_delta":
+            self.stop = (data.get("delta") or {}).get("stop_reason") or self.stop
+            self.usage.update({k: v for k, v in (data.get("usage") or {}).items() if isinstance(v, int)})
+        elif name == "message_stop":
+            self.done = True
+            status = "incomplete" if self.stop == "max_tokens" else "completed"
+            return [self._event(f"response.{status}", response=self._response(status))]
+        elif name == "error":
+            error = (data.get("error") or {}) if isinstance(data.get("error"), dict) else {}
+            return self.fail(ProxyError(502, str(error.get("message") or "the backend failed"),
+                                        str(error.get("type") or "api_error")))
+        return []
+
+    def _added(self, index: int, block: dict) -> list[Event]:
+        item = responses_output_item({**block, "text": "", "thinking": "", "input": {}}, self.names, self.custom)
+        if item is None:
+            return []
+        item = {**item, "status": "in_progress", "_index": len(self.output), "_text": ""}
+        if item["type"] == "function_call":
+            item["arguments"] = ""
+        elif item["type"] == "custom_tool_call":
+            item["input"] = ""
+        self.items[index] = item
+        self.output.append(item)
+        events = [self._event("response.output_item.added", output_index=item["_index"], item=_public(item))]
+        if item["type"] == "message":
+            events.append(self._event("response.content_part.added", item_id=item["id"], output_index=item["_index"],
+                                      content_index=0, part={"type": "output_text", "text": "", "annotations": []}))
+        elif item["type"] == "reasoning":
+            events.append(self._event("response.reasoning_summary_part.added", item_id=item["id"],
+                                      output_index=item["_index"], summary_index=0,
+                                      part={"type": "summary_text", "text": ""}))
+        return events
+
+    def _delta(self, item: dict | None, delta: dict) -> list[Event]:
+        if item is None:
+            return []
+        kind, where = delta.get("type"), {"item_id": item["id"], "output_index": item["_index"]}
+        if kind == "signature_delta":
+            item["_signature"] = item.get("_signature", "") + str(delta.get("signature") or "")
+            return []
+        piece = str(delta.get("text") or delta.get("thinking") or delta.get("partial_json") or "")
+        item["_text"] += piece
+        if kind == "text_delta":
+            return [self._event("response.output_text.delta", **where, content_index=0, delta=piece, logprobs=[])]
+        if kind == "thinking_delta":
+            return [self._event("response.reasoning_summary_text.delta", **where, summary_index=0, delta=piece)]
+        if kind == "input_json_delta" and item["type"] == "function_call":
+            return [self._event("response.function_call_arguments.delta", **where, delta=piece)]
+        return []  # a custom tool's input is sent whole when its block ends
+
+    def _item_done(self, item: dict | None) -> list[Event]:
+        if item is None:
+            return []
+        text, where = item["_text"], {"item_id": item["id"], "output_index": item["_index"]}
+        events: list[Event] = []
+        if item["type"] == "message":
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            item["content"] = [part]
+            events += [self._event("response.output_text.done", **where, content_index=0, text=text, logprobs=[]),
+                       self._event("response.content_part.done", **where, content_index=0, part=part)]
+        elif item["type"] == "reasoning":
+            done = responses_output_item({"type": "thinking", "thinking": text,
+                                          "signature": item.get("_signature", "")}, {}, set())
+            assert done is not None
+            item.update({k: v for k, v in done.items() if k != "id"})
+            part = {"type": "summary_text", "text": text}
+            events += [self._event("response.reasoning_summary_text.done", **where, summary_index=0, text=text),
+                       self._event("response.reasoning_summary_part.done", **where, summary_index=0, part=part)]
+        elif item["type"] == "function_call":
+            item["arguments"] = json_dumps(_parse_tool_arguments(text))
+            events.append(self._event("response.function_call_arguments.done", **where,
+                                      arguments=item["arguments"], name=item["name"]))
+        else:  # custom_tool_call: the input is the "input" string of the arguments
+            value = _parse_tool_arguments(text).get("input")
+            item["input"] = value if isinstance(value, str) else text
+            events += [self._event("response.custom_tool_call_input.delta", **where, delta=item["input"]),
+                       self._event("response.custom_tool_call_input.done", **where, input=item["input"])]
+        item["status"] = "completed"
+        self.output[item["_index"]] = _public(item)
+        return events + [self._event("response.output_item.done", output_index=item["_index"],
+                                     item=self.output[item["_index"]])]
+
+    def end(self) -> list[Event]:
+        if self.done:
+            return []
+        return self.fail(ProxyError(502, "the backend closed the stream before finishing the answer", "api_error"))
+
+    def fail(self, error: ProxyError) -> list[Event]:
+        if self.done:
+            return []
+        self.done, self.failed = True, error
+        failed = self._response("failed")
+        failed["error"] = {"code": error.kind, "message": error.message}
+        return [self._event("response.failed", response=failed)]
+
+    @staticmethod
+    def encode(events: list[Event]) -> bytes:
+        return sse_frames(events)
+
+    def usage_counts(self) -> tuple[int | None, int | None]:
+        return self.usage.get("input_tokens"), self.usage.get("output_tokens")
+
+
+def _public(item: dict) -> dict:
+    """An output item without the translator's own bookkeeping (the keys that start with ``_``)."""
+    out = {k: v for k, v in item.items() if not k.startswith("_")}
+    if out.get("type") == "message" and out.get("status") == "in_progress":
+        out["content"] = []
+    return out
 
 
 def completion_as_chunk(resp: Any) -> dict:
@@ -4297,6 +4706,14 @@ def _learn_tools_as_text(text: str, payload: dict) -> Lessons | None:
     return None
 
 
+def _learn_no_encrypted_reasoning(text: str, payload: dict) -> Lessons | None:
+    """A Responses model without reasoning refuses the reasoning items the proxy asks for by default
+    ("Encrypted content is not supported with this model."): asked again without ``include``."""
+    if "include" in payload and re.search(r"encrypted content is not supported", text, re.IGNORECASE):
+        return Lessons(dropped=frozenset({"include"}), why="it has no encrypted reasoning")
+    return None
+
+
 # Backends known, before any refusal, to want what others would refuse: (URL pattern, lesson).
 KNOWN_BACKENDS = ((re.compile(r"(?:^|[/.])api\.mistral\.ai(?:[:/]|$)"), Lessons(nine_char_ids=True)),)
 
@@ -4317,7 +4734,8 @@ REFUSALS = {
                                    "top_p", "stop"))),
     "anthropic": (_learn_max_tokens, _refused_parameter(("temperature", "top_p", "top_k")),
                   _learn_adaptive_thinking),
-    "responses": (_learn_max_tokens, _refused_parameter(("temperature", "top_p", "parallel_tool_calls", "reasoning"))),
+    "responses": (_learn_max_tokens, _learn_no_encrypted_reasoning,
+                  _refused_parameter(("temperature", "top_p", "parallel_tool_calls", "reasoning"))),
 }
 
 
@@ -4519,9 +4937,10 @@ def backend_key(request: web.Request, backend: Backend | None = None) -> str | N
 
 
 def client_dialect(request: web.Request) -> str:
-    """Which API the caller speaks, so errors and model lists come back in it."""
+    """Which API the caller speaks, so errors and model lists come back in it (a Responses client's errors
+    are OpenAI's)."""
     path = request.path
-    if path.startswith(("/v1/chat/", "/chat/", "/v1/completions")):
+    if path.startswith(("/v1/chat/", "/chat/", "/v1/completions", "/v1/responses", "/responses")):
         return "openai"
     if path.rstrip("/").endswith("/models") or "/models/" in path:
         return "anthropic" if "anthropic-version" in request.headers or "x-api-key" in request.headers else "openai"
@@ -4543,6 +4962,9 @@ def error_frame(error: ProxyError, dialect: str) -> bytes:
     """An in-band error for a stream that has already started, in the client's dialect."""
     if dialect == "openai":
         return openai_frames([error.openai_body(), "[DONE]"])
+    if dialect == "responses":  # the Responses "error" event; the relayed stream's numbering is not known
+        return sse_frame("error", {"type": "error", "code": error.kind, "message": error.message, "param": None,
+                                   "sequence_number": 0})
     return sse_frame("error", error.anthropic_body())
 
 
@@ -5201,10 +5623,55 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     return await with_fallbacks(request, request_candidates(request, body), attempt)
 
 
+# ---- Responses front door (Codex CLI, the openai SDK's client.responses) ------------------------------------
+
+async def handle_responses(request: web.Request) -> web.StreamResponse:
+    config = request[CONFIG_KEY]
+    body, rlog = await read_model_request(request, validate_responses_request)
+    names = responses_tool_names(body)  # client's tool name → the hub's, once for every fallback
+    back = {v: k for k, v in names.items()}
+    custom = custom_tools(body)
+
+    async def attempt(backend: Backend, model: str) -> web.StreamResponse:
+        key = backend_key(request, backend)
+        if backend.dialect == "responses":
+            return await passthrough(request, body, backend, model, key)
+        hub = responses_to_anthropic_request(body, model, config.max_tokens, names, backend.dialect != "anthropic")
+        estimate = count_request_tokens(hub)
+        upstream = request.app[UPSTREAM_KEY]
+        final = AnthropicToResponsesStream(body, back, custom) if body.get("stream") else None
+        if backend.dialect == "anthropic":
+            resp = await upstream.post_anthropic(backend, hub, key)
+            if final is not None:
+                return await pump_stream(request, resp, backend, final, iter_sse(resp))
+            message = await _read_backend_json(resp, config, backend)
+        else:
+            sent = openai_tool_names(hub)
+            payload = anthropic_to_openai_request(hub, model, config.max_tokens, config.reasoning_effort, sent)
+            offered = offered_functions(payload)
+            hub_names = {v: k for k, v in sent.items()}
+            if final is not None:
+                first = OpenAIToAnthropicStream(body["model"], estimate, hub_names, offered_tools=offered)
+                resp = await upstream.post_chat(backend, payload, key)
+                replay = "json" in resp.headers.get("content-type", "")
+                return await pump_stream(request, resp, backend, Chained(first, final),
+                                         json_as_sse(resp) if replay else iter_sse(resp))
+            resp = await upstream.post_chat(backend, payload, key)
+            message = translated_answer(config, backend, openai_to_anthropic_response,
+                                        await _read_backend_json(resp, config, backend), body["model"], hub_names,
+                                        None, estimate, offered)
+        answer = translated_answer(config, backend, anthropic_to_responses_response, message, body, back, custom)
+        rlog.input_tokens, rlog.output_tokens = answer["usage"]["input_tokens"], answer["usage"]["output_tokens"]
+        return web.Response(text=json_dumps(answer), content_type="application/json")
+
+    return await with_fallbacks(request, request_candidates(request, body), attempt)
+
+
 # ---- pass-through (client and backend speak the same dialect) ---------------------------------------------
 
 _FINISHED = {"anthropic": re.compile(rb'event: message_stop|"type":\s*"message_stop"|event: error'),
-             "openai": re.compile(rb'\[DONE\]|"finish_reason"\s*:\s*"')}
+             "openai": re.compile(rb'\[DONE\]|"finish_reason"\s*:\s*"'),
+             "responses": re.compile(rb'"type":\s*"(?:response\.(?:completed|incomplete|failed)|error)"')}
 
 
 class Relay:
@@ -5400,6 +5867,8 @@ def make_app(config: Config) -> web.Application:
     app.router.add_post("/v1/messages/count_tokens", handle_count_tokens)
     app.router.add_post("/v1/chat/completions", handle_chat_completions)
     app.router.add_post("/chat/completions", handle_chat_completions)  # clients configured without /v1
+    app.router.add_post("/v1/responses", handle_responses)
+    app.router.add_post("/responses", handle_responses)
     app.router.add_get("/v1/models", handle_models)
     app.router.add_get("/models", handle_models)
     app.router.add_get("/health", handle_health)

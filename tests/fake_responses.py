@@ -116,7 +116,6 @@ import time
 from typing import Any
 
 from aiohttp import web
-
 from fake_openai import LoopbackServer, Reject, openai_error
 
 # ResponseCreateParamsBase in the openai SDK (3.57), plus "stream": the keys the endpoint knows.
@@ -186,8 +185,8 @@ STATUS_ERRORS = {  # status-<N>-* models: (message, type, code)
     400: ("Bad request.", "invalid_request_error", None),
     403: ("You are not allowed to sample from this model", "invalid_request_error", None),
     408: ("Request timed out.", "invalid_request_error", None),
-    429: ("Rate limit reached for requests. Please try again in 20ms. Visit "
-          "https://platform.openai.com/account/rate-limits to learn more.", "requests", "rate_limit_exceeded"),
+    429: ("Rate limit reached for requests. Please try again in 20ms. Visit https://platform.openai.com/account/"
+          + "rate-limits to learn more.", "requests", "rate_limit_exceeded"),
     500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
     502: ("Bad gateway.", "server_error", None),
     503: ("The server is overloaded or not ready yet.", "server_error", None),
@@ -372,8 +371,9 @@ class FakeResponses(LoopbackServer):
     def _check_input(self, value: Any) -> list[dict]:
         if isinstance(value, str):
             return [{"type": "message", "role": "user", "content": value}] if value else []
-        if not isinstance(value, list):
-            raise invalid_type("input", "one of a string or array of input items", value)
+        if not isinstance(value, list):  # null is measured as "expected a string"
+            raise invalid_type("input", "a string" if value is None else "one of a string or array of input items",
+                               value)
         for i, item in enumerate(value):
             self._check_item(item, i)
         return value
@@ -382,7 +382,7 @@ class FakeResponses(LoopbackServer):
         at = f"input[{i}]"
         if not isinstance(item, dict):
             raise invalid_type(at, "an input item", item, null="null")
-        kind = item.get("type", "message") if "type" in item or "role" in item else "message"
+        kind = item.get("type", "message")
         if kind not in ITEM_TYPES:
             raise invalid_value(kind, ITEM_TYPES, at)
         if kind == "message" and item.get("role") not in ROLES:
@@ -462,6 +462,8 @@ class FakeResponses(LoopbackServer):
                 raise missing(f"{where}.image_url")
 
     def _check_params(self, body: dict) -> None:
+        if body.get("moderation") is not None and not isinstance(body["moderation"], dict):
+            raise invalid_type("moderation", "an object", body["moderation"])
         include = body.get("include")
         if include is not None:
             if not isinstance(include, list):
@@ -498,9 +500,9 @@ class FakeResponses(LoopbackServer):
                     raise invalid_value(value["effort"], EFFORTS, "reasoning.effort")
                 if value.get("summary") is not None and value["summary"] not in SUMMARIES:
                     raise invalid_value(value["summary"], SUMMARIES, "reasoning.summary")
-            if key in ("prompt_cache_key", "instructions"):  # enums reported between these keys
-                for enum_key in ("prompt_cache_retention", "truncation") if key == "prompt_cache_key" else ():
-                    self._check_enum(body, enum_key)
+            if key == "prompt_cache_key":  # the enums are reported at their place in the API's order
+                self._check_enum(body, "prompt_cache_retention")
+                self._check_enum(body, "truncation")
             if key == "store":
                 self._check_enum(body, "service_tier")
         self._check_tool_choice(body)
@@ -511,9 +513,9 @@ class FakeResponses(LoopbackServer):
         if value is None:
             return
         if not isinstance(value, str):
-            raise invalid_type(key, "one of " + " or ".join(f"'{v}'" for v in ENUMS[key]).replace(
-                " or '", ", '", len(ENUMS[key]) - 2) if len(ENUMS[key]) > 2 else
-                "one of " + " or ".join(f"'{v}'" for v in ENUMS[key]), value)
+            quoted = [f"'{v}'" for v in ENUMS[key]]
+            listed = " or ".join(quoted) if len(quoted) == 2 else ", ".join(quoted[:-1]) + ", or " + quoted[-1]
+            raise invalid_type(key, f"one of {listed}", value)
         if value not in ENUMS[key]:
             raise invalid_value(value, ENUMS[key], key)
 
@@ -583,9 +585,9 @@ class FakeResponses(LoopbackServer):
                 raise Reject(f"Invalid schema for function '{name}': schema must be a JSON Schema of 'type: "
                              f"\"object\"', got 'type: {shown}'.", f"{at}.parameters",
                              code="invalid_function_parameters")
-            if "strict" not in tool:
+            if tool.get("strict") is None:
                 self.implicit_strict.append(name)
-            if tool.get("strict") is True or ("strict" not in tool and self.strict_when_absent):
+            if tool.get("strict") is True or (tool.get("strict") is None and self.strict_when_absent):
                 problem = strict_schema_error(params or {"type": "object", "properties": {}})
                 if problem:
                     raise Reject(f"Invalid schema for function '{name}': {problem}", f"{at}.parameters",
@@ -761,14 +763,14 @@ class FakeResponses(LoopbackServer):
         if model.startswith("incomplete-") or (limit is not None and reasoning_tokens + spent > limit):
             status, incomplete = "incomplete", {"reason": "max_output_tokens"}
             room = len(text) // 2 if model.startswith("incomplete-") else max(0, limit - reasoning_tokens) * 4
-            text, calls = (text or "Hello")[:room] if not calls else "", []
+            text = (text or "Hello")[:room] if not calls else ""
+            calls = []
         output: list[dict] = []
         call_ids = []
         if ans["reasoning"]:
             rs_id = item_id("rs")
             item: dict[str, Any] = {"id": rs_id, "type": "reasoning"}
-            kind = "R"
-            call_ids = [f"call_{kind}{token}{n:03d}" for n in range(len(calls))]
+            call_ids = [f"call_R{token}{n:03d}" for n in range(len(calls))]  # the call id says: a reasoning turn
             if "reasoning.encrypted_content" in include:
                 item["encrypted_content"] = make_blob({"fake": "responses/1", "rid": rid, "iid": rs_id,
                                                        "turn": token, "calls": call_ids, "model": model})
@@ -911,7 +913,7 @@ class FakeResponses(LoopbackServer):
                                      "or as the password field (with blank username) if you're accessing the API "
                                      "from your browser and are prompted for a username and password. You can "
                                      "obtain an API key from https://platform.openai.com/account/api-keys.")
-        used = auth[7:] if auth.startswith("Bearer ") else auth
+        used = auth.removeprefix("Bearer ")
         shown = used[:3] + "*" * (len(used) - 7) + used[-4:] if len(used) > 8 else used
         return openai_error(401, f"Incorrect API key provided: {shown}. You can find your API key at "
                                  f"https://platform.openai.com/account/api-keys.", code="invalid_api_key")

@@ -1,0 +1,179 @@
+"""OpenAI's Responses API as the third dialect (issue #13), end to end with the official SDKs: a Responses
+backend (the strict fake of tests/fake_responses.py) behind the Anthropic and Chat Completions doors, and the
+Responses door (POST /v1/responses) in front of all three backend dialects."""
+
+from __future__ import annotations
+
+import anthropic
+import openai
+import pytest
+from fake_anthropic import FakeAnthropic
+from fake_responses import FakeResponses
+from test_fuzz_backend import check_anthropic_message
+
+TOOLS = [{"name": "Read", "description": "Read a file", "input_schema": {
+    "type": "object", "properties": {"file_path": {"type": "string"}, "limit": {"type": "integer"}},
+    "required": ["file_path"]}}]
+
+
+@pytest.fixture
+def rbackend(loop_thread):
+    fake = FakeResponses()
+    loop_thread.run(fake.start())
+    yield fake
+    loop_thread.run(fake.stop())
+
+
+@pytest.fixture
+def to_responses(make_proxy, rbackend):
+    return lambda model="gpt-5-reason", **kw: make_proxy(url=f"http://127.0.0.1:{rbackend.port}/v1",
+                                                         backend="responses", model=model, **kw)
+
+
+def aclient(proxy) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0, timeout=30)
+
+
+def ask(client: anthropic.Anthropic, stream: bool, **kw) -> anthropic.types.Message:
+    kw = {"model": "claude-sonnet-5", "max_tokens": 2000, **kw}
+    if stream:
+        with client.messages.stream(**kw) as s:
+            return s.get_final_message()
+    return client.messages.create(**kw)
+
+
+# ---- a Responses backend behind the Anthropic door -------------------------------------------------------
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_claude_code_style_tool_loop_carries_reasoning_across_turns(to_responses, rbackend, stream):
+    """The fake's reasoning model refuses a tool result whose turn's reasoning item did not come back."""
+    client = aclient(to_responses(reasoning_effort="high"))
+    turns = [{"role": "user", "content": 'THINK: TOOL_CALL:Read:{"file_path":"/etc/hosts"}'}]
+    first = ask(client, stream, tools=TOOLS, messages=turns, thinking={"type": "enabled", "budget_tokens": 1024})
+    assert [b.type for b in first.content] == ["thinking", "tool_use"] and first.stop_reason == "tool_use"
+    assert first.content[0].signature.startswith("cprs1.") and first.content[0].thinking
+    assert first.content[1].input == {"file_path": "/etc/hosts"}
+    sent = rbackend.requests[-1]
+    assert sent["store"] is False and sent["tools"][0]["strict"] is False
+    assert sent["reasoning"] == {"effort": "high", "summary": "auto"}
+    turns += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+              {"role": "user", "content": [{"type": "tool_result", "tool_use_id": first.content[1].id,
+                                            "content": "127.0.0.1 localhost"}]}]
+    second = ask(client, stream, tools=TOOLS, messages=turns, thinking={"type": "enabled", "budget_tokens": 1024})
+    assert second.content[-1].text.startswith("Tool result received: 127.0.0.1 localhost")
+    assert rbackend.reasoning_replays >= 1  # the item went back, encrypted content and all
+    assert "status" not in next(i for i in rbackend.requests[-1]["input"] if i["type"] == "reasoning")
+    check_anthropic_message(second.model_dump(exclude_none=True))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_backend_errors_and_limits_reach_the_anthropic_client(to_responses, stream):
+    with pytest.raises(anthropic.BadRequestError) as info:
+        ask(aclient(to_responses(model="unknown-model")), stream, messages=[{"role": "user", "content": "hi"}])
+    assert "does not exist" in info.value.message
+    cut = ask(aclient(to_responses(model="incomplete-x")), stream, max_tokens=20,
+              messages=[{"role": "user", "content": "tell me a long story please"}])
+    assert cut.stop_reason == "max_tokens"
+
+
+def test_a_failed_or_cut_stream_ends_in_an_error_event(to_responses):
+    for model in ("failed-x", "cut-x"):
+        with pytest.raises(anthropic.APIError):
+            ask(aclient(to_responses(model=model)), True, messages=[{"role": "user", "content": "a long story"}])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_completions_clients_reach_a_responses_backend_through_the_hub(to_responses, rbackend, stream):
+    client = openai.OpenAI(base_url=to_responses(model="gpt-5").url + "/v1", api_key="k", max_retries=0)
+    tools = [{"type": "function", "function": {"name": "get.weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    kw = {"model": "gpt-4o", "messages": [{"role": "user", "content": 'TOOL_CALL:get_weather:{"city":"Oslo"}'}],
+          "tools": tools}
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, **kw))
+        calls = [c for ch in chunks for c in (ch.choices[0].delta.tool_calls or []) if ch.choices]
+        assert calls[0].function.name == "get.weather" and calls[-1].function.arguments
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    else:
+        answer = client.chat.completions.create(**kw)
+        call = answer.choices[0].message.tool_calls[0]
+        assert (call.function.name, call.function.arguments) == ("get.weather", '{"city":"Oslo"}')
+    assert rbackend.requests[-1]["tools"][0]["name"] == "get_weather"  # a name the Responses API takes
+
+
+# ---- the Responses door, in front of every backend dialect -------------------------------------------------
+
+@pytest.fixture(params=["openai", "anthropic", "responses"])
+def door(request, loop_thread, make_proxy, backend, rbackend):
+    """A proxy whose default backend speaks the parametrised dialect; (proxy, that backend's fake)."""
+    if request.param == "openai":
+        return make_proxy(model="fake-model"), backend
+    if request.param == "responses":
+        return make_proxy(url=f"http://127.0.0.1:{rbackend.port}/v1", backend="responses", model="gpt-5"), rbackend
+    fake = FakeAnthropic()
+    loop_thread.run(fake.start())
+    request.addfinalizer(lambda: loop_thread.run(fake.stop()))
+    return make_proxy(url=f"http://127.0.0.1:{fake.port}", backend="anthropic", model="claude-sonnet-4-5"), fake
+
+
+def oclient(proxy) -> openai.OpenAI:
+    return openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0, timeout=30)
+
+
+SHELL = {"type": "function", "name": "shell", "description": "Run a command", "strict": False,
+         "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}},
+                        "required": ["command"]}}
+PATCH = {"type": "custom", "name": "apply_patch", "description": "Apply a patch",
+         "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/s"}}
+
+
+def respond(proxy, stream: bool, **kw) -> openai.types.responses.Response:
+    client = oclient(proxy)
+    kw = {"model": "gpt-5.1-codex", "max_output_tokens": 2000, **kw}
+    if stream:
+        with client.responses.stream(**kw) as s:
+            events = list(s)
+            final = s.get_final_response()
+        numbers = [e.sequence_number for e in events]
+        assert numbers == list(range(len(numbers)))  # the grammar's numbering, every event accepted by the SDK
+        return final
+    return client.responses.create(**kw)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_codex_style_turn_with_a_shell_call_and_its_output(door, stream):
+    proxy, _ = door
+    call = respond(proxy, stream, instructions="You are Codex.", tools=[SHELL, PATCH, {"type": "web_search"}],
+                   input=[{"type": "message", "role": "developer", "content": "Sandbox: workspace-write."},
+                          {"type": "message", "role": "user", "content": [
+                              {"type": "input_text", "text": 'TOOL_CALL:shell:{"command":["ls","-la"]}'}]}])
+    fc = [o for o in call.output if o.type == "function_call"]
+    assert fc and fc[0].name == "shell" and fc[0].arguments == '{"command":["ls","-la"]}'
+    assert call.status == "completed"
+    answer = respond(proxy, stream, tools=[SHELL, PATCH], input=[
+        {"type": "message", "role": "user", "content": 'TOOL_CALL:shell:{"command":["ls","-la"]}'},
+        {"type": "function_call", "call_id": fc[0].call_id, "name": "shell", "arguments": fc[0].arguments},
+        {"type": "function_call_output", "call_id": fc[0].call_id, "output": "README.md\nsrc"}])
+    assert "Tool result received: README.md" in answer.output_text
+    assert answer.usage.input_tokens > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_freeform_tool_call_comes_back_as_a_custom_tool_call(door, stream):
+    proxy, _ = door
+    patch = "*** Begin Patch\\n*** Add File: hello.txt\\n+hi\\n*** End Patch"
+    call = respond(proxy, stream, tools=[SHELL, PATCH], input=f'TOOL_CALL:apply_patch:{{"input":"{patch}"}}')
+    custom = [o for o in call.output if o.type == "custom_tool_call"]
+    assert custom and custom[0].name == "apply_patch" and custom[0].input == patch.replace("\\n", "\n")
+    answer = respond(proxy, stream, tools=[SHELL, PATCH], input=[
+        {"type": "message", "role": "user", "content": "patch it"},
+        {"type": "custom_tool_call", "call_id": custom[0].call_id, "name": "apply_patch", "input": custom[0].input},
+        {"type": "custom_tool_call_output", "call_id": custom[0].call_id, "output": "Done!"}])
+    assert "Done!" in answer.output_text
+
+
+def test_stored_state_is_refused_with_a_reason(door):
+    proxy, _ = door
+    with pytest.raises(openai.BadRequestError) as info:
+        respond(proxy, False, input="hi", previous_response_id="resp_123")
+    assert "keeps no state" in info.value.message and "whole conversation" in info.value.message
