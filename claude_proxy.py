@@ -334,12 +334,15 @@ class Route:
     web_search: bool | None = None  # it offers the web search server tool
     tools: bool | None = None  # it offers any tools
     subagent: bool | None = None  # a Claude Code subagent sent it (x-claude-code-agent-id)
+    doors: tuple[str, ...] = ()  # only for requests through these front doors (set by the proxy, not the file)
 
     def matches(self, requested: str) -> bool:
         return fnmatch.fnmatchcase(requested.lower(), self.match.lower())
 
     def applies(self, requested: str, facts: RequestFacts | None) -> bool:
         if not self.matches(requested):
+            return False
+        if self.doors and (facts is None or facts.door not in self.doors):
             return False
         for name in ("thinking", "images", "web_search", "tools", "subagent"):
             wanted = getattr(self, name)
@@ -349,6 +352,10 @@ class Route:
 
 
 CLAUDE_NAME_GLOBS = ("*claude*", "*haiku*", "*sonnet*", "*opus*")
+# The names Codex CLI asks for (it shapes its request by the name, so it keeps one it knows): on the Responses
+# door they go to --model as Claude names do on the Anthropic door, unless the backend is OpenAI's own.
+OPENAI_NAME_GLOBS = ("gpt-*", "o[0-9]*", "codex-*", "*-codex*")
+OPENAI_OWN = re.compile(r"^https://api\.openai\.com(/|$)")
 CLAUDE_TIER_NAMES = {"haiku": "claude-haiku-4-5", "sonnet": "claude-sonnet-4-5", "opus": "claude-opus-4-1"}
 
 
@@ -375,6 +382,9 @@ class Routing:
                   if config.tier_model(tier)]
         if config.model:
             routes += [Route(glob, default, config.model, name="--model") for glob in CLAUDE_NAME_GLOBS]
+            if not OPENAI_OWN.match(table[default].url):
+                routes += [Route(glob, default, config.model, name="--model", doors=("responses",))
+                           for glob in OPENAI_NAME_GLOBS]
         routes += [r if r.name else dataclasses.replace(r, name=f"#{i}") for i, r in enumerate(config.routes, 1)]
         routes += [Route("*", default, None, name="default")]
         for r in routes:
@@ -2346,8 +2356,8 @@ class RequestFacts:
     """What a request is, as route conditions ask it: judged from its body (either dialect) and headers, each
     fact only when a route asks for it."""
 
-    def __init__(self, body: dict, headers: Any = None):
-        self.body, self.headers = body, headers
+    def __init__(self, body: dict, headers: Any = None, door: str = "anthropic"):
+        self.body, self.headers, self.door = body, headers, door
 
     @functools.cached_property
     def thinking(self) -> bool:
@@ -5220,8 +5230,9 @@ def request_candidates(request: web.Request, body: dict) -> list[tuple[Backend, 
     if url_route:
         request[LOG_KEY].route = "url"
         return [url_route]
+    door = "responses" if request.path.endswith("/responses") else request[DIALECT_KEY]
     request[LOG_KEY].route, candidates = request[CONFIG_KEY].routing.route(
-        body["model"], RequestFacts(body, request.headers))
+        body["model"], RequestFacts(body, request.headers, door))
     return candidates
 
 

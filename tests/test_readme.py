@@ -18,6 +18,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
     ci = Path(ROOT, ".ci", "run").read_text(encoding="utf-8").splitlines()
     assert test in ci, "the README's test command must appear verbatim as a line of .ci/run"
     assert "pytest" in test and "requirements-test.txt" in test and "@anthropic-ai/claude-code" in test
+    assert "@openai/codex" in test
 
 
 def test_readme_config_example_loads(tmp_path, monkeypatch):

@@ -177,3 +177,18 @@ def test_stored_state_is_refused_with_a_reason(door):
     with pytest.raises(openai.BadRequestError) as info:
         respond(proxy, False, input="hi", previous_response_id="resp_123")
     assert "keeps no state" in info.value.message and "whole conversation" in info.value.message
+
+
+def test_codex_model_names_map_to_the_model_on_the_responses_door_only():
+    import claude_proxy as cp
+    routing = cp.Config(model="deepseek-chat").routing
+
+    def target(name: str, door: str) -> str:
+        return routing.route(name, cp.RequestFacts({}, None, door))[1][0][1]
+
+    for name in ("gpt-5.1-codex", "gpt-5", "o3", "codex-mini-latest", "gpt-5-codex"):
+        assert target(name, "responses") == "deepseek-chat", name
+        assert target(name, "openai") == name  # the Chat door and the Anthropic door name models as they are
+    assert target("my-own-model", "responses") == "my-own-model"
+    openai_own = cp.Config(url="https://api.openai.com/v1", model="gpt-5").routing
+    assert openai_own.route("gpt-5.1-codex", cp.RequestFacts({}, None, "responses"))[1][0][1] == "gpt-5.1-codex"
