@@ -5979,6 +5979,50 @@ def write_claude_settings(path: str, env: dict[str, str]) -> str | None:
     return backup
 
 
+CODEX_PROVIDER = "claude_proxy"
+
+
+def codex_config(base_url: str, key_env: str | None, model: str) -> tuple[dict[str, str], str]:
+    """(top-level keys, the provider table) of Codex CLI's config.toml that point it at this proxy."""
+    table = [f"[model_providers.{CODEX_PROVIDER}]", 'name = "claude_proxy"', f'base_url = "{base_url}/v1"',
+             'wire_api = "responses"'] + ([f'env_key = "{key_env}"'] if key_env else [])
+    return {"model_provider": f'"{CODEX_PROVIDER}"', "model": json.dumps(model)}, "\n".join(table) + "\n"
+
+
+def write_codex_config(path: str, top: dict[str, str], table: str) -> str | None:
+    """Merge the proxy's provider into Codex's config.toml, keeping everything else (the old file is saved as
+    ``<path>.bak-<time>``, returned). A file that is not valid TOML is left alone."""
+    import tomllib
+    text = ""
+    backup = None
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path} exists but is not valid TOML ({exc}); nothing was changed") from None
+        backup = f"{path}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
+        shutil.copy2(path, backup)
+    lines, kept, in_ours, in_table = text.splitlines(), [], False, False
+    for line in lines:
+        header = re.match(r"\s*\[", line)
+        if header:
+            in_table = True
+            in_ours = line.strip() == f"[model_providers.{CODEX_PROVIDER}]"
+        if in_ours or (not in_table and re.match(rf"\s*({'|'.join(top)})\s*=", line)):
+            continue
+        kept.append(line)
+    first_table = next((i for i, line in enumerate(kept) if re.match(r"\s*\[", line)), len(kept))
+    merged = kept[:first_table] + [f"{k} = {v}" for k, v in top.items()] + kept[first_table:]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(merged).rstrip("\n") + "\n\n" + table)
+    os.replace(tmp, path)
+    return backup
+
+
 CHECK_HINTS = {
     "authentication_error": "the backend rejected the key: set --api-key (without it, the key the client sends "
                             "is forwarded), or send the right --proxy-key",
@@ -6418,6 +6462,39 @@ def _build_cli():  # click is imported lazily so the module imports without it
             click.echo("Claude Code is not installed here; install it with: npm install -g @anthropic-ai/claude-code")
         else:
             click.echo("start it with: claude")
+
+    @cli.command("setup-codex")
+    @click.option("--base-url", default=None, help="The proxy's URL [default: http://HOST:PORT from the flags].")
+    @click.option("--key-env", default=None,
+                  help="The environment variable Codex reads the proxy key from [default: CLAUDE_PROXY_KEY when "
+                       "--proxy-key is set; none otherwise].")
+    @click.option("--codex-model", default="gpt-5.5", show_default=True,
+                  help="The model name Codex asks for: one it knows, so that it offers its full toolset (the proxy "
+                       "maps gpt-*, o* and codex names to --model).")
+    @click.option("--codex-config", "config_path", default=None, type=click.Path(dir_okay=False),
+                  help="Codex's config file [default: ~/.codex/config.toml, or $CODEX_HOME/config.toml].")
+    @click.option("--print", "print_only", is_flag=True, help="Print the configuration instead of writing it.")
+    @click.pass_obj
+    def setup_codex(config: Config, base_url: str | None, key_env: str | None, codex_model: str,
+                    config_path: str | None, print_only: bool) -> None:
+        """Point Codex CLI at the proxy: a model provider in its config.toml (the Responses door)."""
+        key_env = key_env or ("CLAUDE_PROXY_KEY" if config.proxy_keys else None)
+        top, table = codex_config((base_url or proxy_base_url(config)).rstrip("/"), key_env, codex_model)
+        if print_only:
+            click.echo("\n".join(f"{k} = {v}" for k, v in top.items()) + "\n\n" + table, nl=False)
+            return
+        home = os.environ.get("CODEX_HOME") or os.path.join(os.path.expanduser("~"), ".codex")
+        path = config_path or os.path.join(home, "config.toml")
+        try:
+            backup = write_codex_config(path, top, table)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"wrote the {CODEX_PROVIDER} provider and model {codex_model} to {path}"
+                   + (f" (previous file saved as {backup})" if backup else ""))
+        if key_env:
+            click.echo(f"Codex sends the proxy key from ${key_env}: export {key_env}=<a --proxy-key>")
+        click.echo("start it with: codex" if shutil.which("codex") else
+                   "Codex CLI is not installed here; install it with: npm install -g @openai/codex")
 
     @cli.command("check")
     @click.option("--base-url", default=None,

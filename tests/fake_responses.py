@@ -997,8 +997,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--key", default=None)
+    parser.add_argument("--log", default=None, help="append each request body as a JSON line to this file")
     args = parser.parse_args()
-    web.run_app(FakeResponses(key=args.key).app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+    fake = FakeResponses(key=args.key)
+    if args.log:
+        log_file = args.log
+
+        class Logged(list):
+            def append(self, body: Any) -> None:
+                with open(log_file, "a") as fh:
+                    fh.write(json.dumps(body) + "\n")
+                super().append(body)
+        fake.requests = Logged()
+    web.run_app(fake.app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 
 if __name__ == "__main__":

@@ -45,15 +45,19 @@ SCRIPT = textwrap.dedent("""\
     ip link set lo up 2>/dev/null || true
     "$PY" "$TESTS/fake_openai.py" --port 18931 --log "$OUT/backend.jsonl" 2>"$OUT/backend.err" &
     "$PY" "$TESTS/fake_search.py" searxng --port 18933 2>"$OUT/search.err" &
+    "$PY" "$TESTS/fake_responses.py" --port 18935 --log "$OUT/responses.jsonl" 2>"$OUT/responses.err" &
+    "$PY" "$ROOT/claude_proxy.py" --url 127.0.0.1:18935/v1 --backend responses --port 18934 --model gpt-5-reason \\
+        --reasoning-effort high --log-level debug 2>"$OUT/proxy-responses.log" >/dev/null &
     "$PY" "$ROOT/claude_proxy.py" --url 127.0.0.1:18931/v1 --port 18932 --model fake-main \\
         --haiku-model fake-haiku --opus-model fake-gemini-3 --log-level debug \\
         --web-search searxng --web-search-url 127.0.0.1:18933 2>"$OUT/proxy.log" >"$OUT/proxy.out" &
     for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/18932) 2>/dev/null && break; sleep 0.1; done
     for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/18933) 2>/dev/null && break; sleep 0.1; done
+    for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/18934) 2>/dev/null && break; sleep 0.1; done
     cd "$WORK"
     run() {
         name=$1; shift
-        env -i PATH=/usr/bin:/bin HOME="$CCHOME" TERM=dumb ANTHROPIC_BASE_URL=http://127.0.0.1:18932 \\
+        env -i PATH=/usr/bin:/bin HOME="$CCHOME" TERM=dumb ANTHROPIC_BASE_URL=http://127.0.0.1:${PROXY_PORT:-18932} \\
             ANTHROPIC_API_KEY=dummy-client-key DISABLE_TELEMETRY=1 DISABLE_ERROR_REPORTING=1 \\
             DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 ${EXTRA_ENV:-} \\
             timeout 120 "$CLAUDE" "$@" --output-format json >"$OUT/$name.json" 2>"$OUT/$name.err"
@@ -73,7 +77,9 @@ SCRIPT = textwrap.dedent("""\
     EXTRA_ENV=ENABLE_TOOL_SEARCH=true run deferred \\
         -p "Find it. TOOL_CALL:ToolSearch:{\\"query\\":\\"select:mcp__fake__shout\\"} DEFERRED-RUN" \\
         --mcp-config "$MCP" --allowedTools ToolSearch
-    kill %1 %2 %3
+    PROXY_PORT=18934 run responses -p "THINK: Read it. TOOL_CALL:Read:{\\"file_path\\":\\"$WORK/secret.txt\\"}" \\
+        --allowedTools Read --model sonnet
+    kill %1 %2 %3 %4 %5
     wait
 """)
 
@@ -174,6 +180,16 @@ def test_deferred_tools_through_claude_code_are_offered_once_loaded(claude_run):
     assert offered and "ToolSearch" in offered[0], offered
     assert not any(n.startswith("mcp__fake__") for n in offered[0]), offered[0]
     assert "mcp__fake__shout" in offered[-1] and "mcp__fake__echo" not in offered[-1], offered[-1]
+
+
+def test_a_responses_backend_runs_claude_codes_tool_loop_with_reasoning_carried(claude_run):
+    """The fake's reasoning model refuses a tool result whose turn's reasoning item did not come back."""
+    data = result(claude_run, "responses")
+    assert data["num_turns"] == 2 and "PINEAPPLE-42" in data["result"], data["result"]
+    sent = [json.loads(line) for line in (claude_run["out"] / "responses.jsonl").read_text().splitlines()]
+    replayed = [i for r in sent for i in r["input"] if i.get("type") == "reasoning"]
+    assert replayed and all(i["encrypted_content"] and "status" not in i for i in replayed)
+    assert all(r["store"] is False and r["stream"] is True for r in sent)
 
 
 def test_every_backend_request_streamed_and_was_valid(claude_run):

@@ -1,6 +1,6 @@
-"""End to end with the real Codex CLI from npm (@openai/codex, ``codex exec``): Codex → claude_proxy's Responses
-door → the strict fake Chat Completions backend, inside a network namespace that has only loopback
-(``unshare -n``). Codex runs a shell command and an ``apply_patch`` edit (its freeform custom tool) that the
+"""End to end with the real Codex CLI from npm (@openai/codex, ``codex exec``), configured by ``setup-codex``:
+Codex → claude_proxy's Responses door → the strict fake Chat Completions backend, inside a network namespace that
+has only loopback (``unshare -n``). Codex runs a shell command and an ``apply_patch`` edit (its freeform custom tool) that the
 backend model asks for. Install the CLI with the README's test command, or point ``CODEX_BIN`` at one; set
 ``CLAUDE_PROXY_SKIP_CLI=1`` to skip deliberately; a missing CLI otherwise fails."""
 
@@ -25,16 +25,17 @@ SCRIPT = textwrap.dedent("""\
     ip link set lo up 2>/dev/null || true
     "$PY" "$TESTS/fake_openai.py" --port 18951 --log "$OUT/backend.jsonl" 2>"$OUT/backend.err" &
     "$PY" "$ROOT/claude_proxy.py" --url 127.0.0.1:18951/v1 --port 18952 --model fake-model --log-level debug \\
-        2>"$OUT/proxy.log" >"$OUT/proxy.out" &
+        --proxy-key pk-codex-0001 2>"$OUT/proxy.log" >"$OUT/proxy.out" &
+    "$PY" "$ROOT/claude_proxy.py" --port 18952 --proxy-key pk-codex-0001 setup-codex \\
+        --codex-config "$CXHOME/.codex/config.toml" >"$OUT/setup.out" 2>&1
     for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/18952) 2>/dev/null && break; sleep 0.1; done
     cd "$WORK"
     run() {
         name=$1; shift
-        env -i PATH=/usr/bin:/bin HOME="$CXHOME" CODEX_HOME="$CXHOME/.codex" TERM=dumb CLAUDE_PROXY_KEY=dummy \\
-            timeout 120 "$CODEX" exec --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox \\
-            -c model_provider=claude_proxy \\
-            -c 'model_providers.claude_proxy={name="claude_proxy",base_url="http://127.0.0.1:18952/v1",wire_api="responses",env_key="CLAUDE_PROXY_KEY"}' \\
-            -m gpt-5.5 --output-last-message "$OUT/$name.last" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"
+        env -i PATH=/usr/bin:/bin HOME="$CXHOME" CODEX_HOME="$CXHOME/.codex" TERM=dumb \\
+            CLAUDE_PROXY_KEY=pk-codex-0001 timeout 120 "$CODEX" exec --skip-git-repo-check \\
+            --dangerously-bypass-approvals-and-sandbox --output-last-message "$OUT/$name.last" "$@" \\
+            >"$OUT/$name.out" 2>"$OUT/$name.err"
         echo $? >"$OUT/$name.rc"
     }
     run shell 'Make the file. TOOL_CALL:exec_command:{"cmd":"echo codex-was-here > made.txt && ls"}'

@@ -192,3 +192,27 @@ def test_codex_model_names_map_to_the_model_on_the_responses_door_only():
     assert target("my-own-model", "responses") == "my-own-model"
     openai_own = cp.Config(url="https://api.openai.com/v1", model="gpt-5").routing
     assert openai_own.route("gpt-5.1-codex", cp.RequestFacts({}, None, "responses"))[1][0][1] == "gpt-5.1-codex"
+
+
+def test_setup_codex_merges_a_provider_into_codex_config(tmp_path):
+    import subprocess
+    import sys
+    import tomllib
+
+    import claude_proxy as cp
+    path = tmp_path / "config.toml"
+    path.write_text('model = "o3"\napproval_policy = "never"\n\n[model_providers.claude_proxy]\nname = "old"\n'
+                    'base_url = "http://old"\n\n[mcp_servers.fs]\ncommand = "npx"\n')
+    run = [sys.executable, cp.__file__, "--port", "9999", "--proxy-key", "pk-1", "setup-codex", "--codex-config",
+           str(path)]
+    out = subprocess.run(run, capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 0, out.stderr
+    data = tomllib.loads(path.read_text())
+    assert data["model_provider"] == "claude_proxy" and data["model"] == "gpt-5.5"
+    assert data["approval_policy"] == "never" and data["mcp_servers"]["fs"]["command"] == "npx"  # kept
+    assert data["model_providers"]["claude_proxy"] == {"name": "claude_proxy", "base_url": "http://127.0.0.1:9999/v1",
+                                                       "wire_api": "responses", "env_key": "CLAUDE_PROXY_KEY"}
+    assert "export CLAUDE_PROXY_KEY" in out.stdout and list(tmp_path.glob("config.toml.bak-*"))
+    path.write_text("model = [unclosed\n")
+    out = subprocess.run(run, capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 1 and "is not valid TOML" in out.stderr and path.read_text() == "model = [unclosed\n"
