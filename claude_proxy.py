@@ -3025,10 +3025,6 @@ def responses_item_block(item: dict, names: dict[str, str]) -> dict | None:
 
 # ---- direction 4: OpenAI Responses client (Codex CLI) → the hub --------------------------------------------
 
-# Tools a Responses client may offer that only OpenAI's servers run (Codex offers web_search in every request):
-# never a refusal, they are left out.
-HOSTED_TOOLS = ("web_search", "web_search_preview", "tool_search", "file_search", "code_interpreter",
-                "image_generation", "computer_use_preview", "mcp", "local_shell")
 NO_STATE = ("this proxy keeps no state between requests: send store: false and the whole conversation in input "
             "each turn (Codex CLI does so by default)")
 
@@ -3050,25 +3046,41 @@ def _responses_items(body: dict) -> list:
     return [{"type": "message", "role": "user", "content": items}] if isinstance(items, str) else items
 
 
+def _client_tools(body: dict) -> list[tuple[str, dict]]:
+    """The client's function and custom tools by the name the proxy knows them: a tool inside a ``namespace``
+    tool as ``NAMESPACE.NAME`` (Responses tool names have no dots)."""
+    out = []
+    for tool in _list(body.get("tools")):
+        if isinstance(tool, dict) and tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
+            out += [(f"{tool['name']}.{t.get('name')}", t) for t in _list(tool.get("tools")) if isinstance(t, dict)]
+        elif isinstance(tool, dict):
+            out.append((str(tool.get("name")), tool))
+    return out
+
+
+def _qualified(item: dict) -> Any:
+    """The name of a call item as ``_client_tools`` knows it."""
+    name = item.get("name")
+    return f"{item['namespace']}.{name}" if isinstance(item.get("namespace"), str) and item["namespace"] else name
+
+
 def responses_tool_names(body: dict) -> dict[str, str]:
     """Responses client's tool name → the name an Anthropic-shaped request gets (``^[a-zA-Z0-9_-]{1,128}$``)."""
-    found = [t.get("name") for t in _list(body.get("tools")) if isinstance(t, dict)]
-    found += [i.get("name") for i in _list(body.get("input")) if isinstance(i, dict)
+    found = [name for name, _ in _client_tools(body)]
+    found += [_qualified(i) for i in _list(body.get("input")) if isinstance(i, dict)
               and i.get("type") in ("function_call", "custom_tool_call")]
     return unique_tool_names([n for n in found if isinstance(n, str) and n], ANTHROPIC_TOOL_NAME, 128)
 
 
 def custom_tools(body: dict) -> set[str]:
     """The client's freeform tools (Codex's apply_patch): their calls go back as custom_tool_call items."""
-    return {t["name"] for t in _list(body.get("tools")) if isinstance(t, dict) and t.get("type") == "custom"
-            and isinstance(t.get("name"), str)}
+    return {name for name, t in _client_tools(body) if t.get("type") == "custom"}
 
 
 def _responses_tools(body: dict, names: dict[str, str]) -> tuple[list[dict], list[str]]:
     """Anthropic tools for a Responses request's tools, and the hosted ones left out."""
     tools, left_out = [], []
-    for i, tool in enumerate(_list(body.get("tools"))):
-        _expect(isinstance(tool, dict), f"tools[{i}]: expected an object")
+    for i, (name, tool) in enumerate(_client_tools(body)):
         kind = tool.get("type")
         if kind in ("function", "custom"):
             _expect(isinstance(tool.get("name"), str) and tool["name"], f"tools[{i}].name: expected a tool name")
@@ -3078,7 +3090,7 @@ def _responses_tools(body: dict, names: dict[str, str]) -> tuple[list[dict], lis
             description = str(tool.get("description") or "")
             if kind == "custom" and isinstance(tool.get("format"), dict) and tool["format"].get("definition"):
                 description += f"\n\nThe input follows this grammar:\n{tool['format']['definition']}"
-            tools.append({"name": names[tool["name"]], "description": description,
+            tools.append({"name": names[name], "description": description,
                           "input_schema": schema if isinstance(schema, dict) else {"type": "object"}})
         else:
             left_out.append(str(kind))
@@ -3142,7 +3154,7 @@ def _responses_turn(item: dict, where: str, names: dict[str, str], keep_reasonin
         tool_input = _parse_tool_arguments(item.get("arguments")) if kind == "function_call" else {
             "input": str(item.get("input") or "")}
         return {"role": "assistant", "content": [{"type": "tool_use", "id": sanitize_tool_id(item["call_id"]),
-                                                  "name": names[item["name"]], "input": tool_input}]}
+                                                  "name": names[_qualified(item)], "input": tool_input}]}
     if kind in ("function_call_output", "custom_tool_call_output"):
         _expect(isinstance(item.get("call_id"), str) and item["call_id"], f"{where}.call_id: field required")
         output = item.get("output")
@@ -3162,11 +3174,12 @@ def _responses_turn(item: dict, where: str, names: dict[str, str], keep_reasonin
 
 
 def responses_to_anthropic_request(body: dict, backend_model: str, max_tokens_cap: int | None = None,
-                                   names: dict[str, str] | None = None, keep_reasoning: bool = True) -> dict:
+                                   names: dict[str, str] | None = None, keep_reasoning: bool = True,
+                                   web_search: bool = False) -> dict:
     """Translate a Responses request into an Anthropic Messages request (the hub). Instructions and system or
     developer messages become the system prompt; custom tools become tools with one string ``input``; hosted
-    tools are left out (with one log line); reasoning items travel in thinking signatures when
-    ``keep_reasoning``."""
+    tools are left out (with one log line), but for web search when the proxy can run it (``web_search``);
+    reasoning items travel in thinking signatures when ``keep_reasoning``."""
     validate_responses_request(body)
     names = responses_tool_names(body) if names is None else names
     system = [body["instructions"]] if isinstance(body.get("instructions"), str) and body["instructions"] else []
@@ -3181,6 +3194,9 @@ def responses_to_anthropic_request(body: dict, backend_model: str, max_tokens_ca
     max_tokens = body.get("max_output_tokens") or DEFAULT_OUTPUT_TOKENS
     out: dict[str, Any] = {"model": backend_model, "messages": _normalise_turns(turns), "max_tokens": max_tokens}
     tools, left_out = _responses_tools(body, names)
+    if web_search and any(kind.startswith("web_search") for kind in left_out):
+        tools.append({"type": "web_search_20250305", "name": "web_search"})
+        left_out = [kind for kind in left_out if not kind.startswith("web_search")]
     if left_out:
         log.info("tools only OpenAI's servers run are left out: %s", ", ".join(sorted(set(left_out))))
     fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
@@ -3218,13 +3234,19 @@ def responses_output_item(block: dict, names: dict[str, str], custom: set[str]) 
             {"type": "summary_text", "text": block["thinking"]}] if block.get("thinking") else [],
             "encrypted_content": encrypted or None}
     if kind == "tool_use":
-        name = names.get(block["name"], block["name"])
-        if name in custom:
+        qualified = names.get(block["name"], block["name"])
+        namespace, _, name = qualified.rpartition(".")
+        where = {"namespace": namespace} if namespace else {}
+        if qualified in custom:
             value = block["input"].get("input") if isinstance(block["input"], dict) else None
             return {"type": "custom_tool_call", "id": "ctc_" + secrets.token_hex(12), "call_id": block["id"],
-                    "name": name, "input": value if isinstance(value, str) else json_dumps(block["input"])}
+                    "name": name, **where, "input": value if isinstance(value, str) else json_dumps(block["input"])}
         return {"type": "function_call", "id": "fc_" + secrets.token_hex(12), "call_id": block["id"], "name": name,
-                "arguments": json_dumps(block["input"]), "status": "completed"}
+                **where, "arguments": json_dumps(block["input"]), "status": "completed"}
+    if kind == "server_tool_use" and block.get("name") == "web_search":  # the search the proxy ran
+        query = block["input"].get("query") if isinstance(block.get("input"), dict) else None
+        return {"type": "web_search_call", "id": "ws_" + secrets.token_hex(12), "status": "completed",
+                "action": {"type": "search", "query": query if isinstance(query, str) else ""}}
     return None
 
 
@@ -3888,6 +3910,9 @@ class AnthropicToResponsesStream:
             events.append(self._event("response.reasoning_summary_part.added", item_id=item["id"],
                                       output_index=item["_index"], summary_index=0,
                                       part={"type": "summary_text", "text": ""}))
+        elif item["type"] == "web_search_call":
+            events.append(self._event("response.web_search_call.in_progress", item_id=item["id"],
+                                      output_index=item["_index"]))
         return events
 
     def _delta(self, item: dict | None, delta: dict) -> list[Event]:
@@ -3929,6 +3954,10 @@ class AnthropicToResponsesStream:
             item["arguments"] = json_dumps(_parse_tool_arguments(text))
             events.append(self._event("response.function_call_arguments.done", **where,
                                       arguments=item["arguments"], name=item["name"]))
+        elif item["type"] == "web_search_call":
+            query = _parse_tool_arguments(text).get("query")
+            item["action"] = {"type": "search", "query": query if isinstance(query, str) else ""}
+            events.append(self._event("response.web_search_call.completed", **where))
         else:  # custom_tool_call: the input is the "input" string of the arguments
             value = _parse_tool_arguments(text).get("input")
             item["input"] = value if isinstance(value, str) else text
@@ -5482,21 +5511,26 @@ def server_tool_usage(content: list[dict]) -> dict[str, int]:
 
 
 async def answer_with_server_tools(request: web.Request, backend: Backend, key: str | None, payload: dict,
-                                   body: dict, translate: Callable[[Any], dict]) -> web.StreamResponse:
+                                   body: dict, translate: Callable[[Any], dict],
+                                   client: tuple[Callable[[Any], Any], Callable[[dict], dict]] | None = None
+                                   ) -> web.StreamResponse:
     """A request offering server tools the proxy runs: the backend is asked for whole answers (the tools run
-    between them); a streaming client gets each answer's blocks as soon as it is complete."""
+    between them); a streaming client gets each answer's blocks as soon as it is complete. ``client``: for a
+    client of another dialect than Anthropic's, how its stream translator wraps the Anthropic one and how a
+    whole message is rendered for it."""
     config = request[CONFIG_KEY]
+    wrap, render = client or ((lambda t: t), (lambda m: m))
     payload = {k: v for k, v in payload.items() if k not in ("stream", "stream_options")}
     resp = await request.app[UPSTREAM_KEY].post_chat(backend, payload, key)
     first = translated_answer(config, backend, translate, await _read_backend_json(resp, config, backend))
     rounds = server_tool_rounds(request, backend, key, payload, body, first, translate)
     if body.get("stream"):
-        translator = ComposedStream(body["model"], first["usage"]["input_tokens"], first["id"])
+        translator = wrap(ComposedStream(body["model"], first["usage"]["input_tokens"], first["id"]))
         return await pump_stream(request, None, backend, translator, _one_by_one(rounds))
     message = await composed_message(rounds)
     rlog = request[LOG_KEY]
     rlog.input_tokens, rlog.output_tokens = message["usage"]["input_tokens"], message["usage"]["output_tokens"]
-    return web.Response(text=json_dumps(message), content_type="application/json")
+    return web.Response(text=json_dumps(render(message)), content_type="application/json")
 
 
 async def _one_by_one(items: AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
@@ -5647,7 +5681,8 @@ async def handle_responses(request: web.Request) -> web.StreamResponse:
         key = backend_key(request, backend)
         if backend.dialect == "responses":
             return await passthrough(request, body, backend, model, key)
-        hub = responses_to_anthropic_request(body, model, config.max_tokens, names, backend.dialect != "anthropic")
+        hub = responses_to_anthropic_request(body, model, config.max_tokens, names, backend.dialect != "anthropic",
+                                             web_search=config.search is not None and backend.dialect == "openai")
         estimate = count_request_tokens(hub)
         upstream = request.app[UPSTREAM_KEY]
         final = AnthropicToResponsesStream(body, back, custom) if body.get("stream") else None
@@ -5661,6 +5696,11 @@ async def handle_responses(request: web.Request) -> web.StreamResponse:
             payload = anthropic_to_openai_request(hub, model, config.max_tokens, config.reasoning_effort, sent)
             offered = offered_functions(payload)
             hub_names = {v: k for k, v in sent.items()}
+            if server_tools_of(hub):  # hosted web search, run by the proxy with the configured provider
+                return await answer_with_server_tools(request, backend, key, payload, hub, lambda data: (
+                    openai_to_anthropic_response(data, body["model"], hub_names, None, estimate, offered)), (
+                    lambda t: Chained(t, AnthropicToResponsesStream(body, back, custom)),
+                    lambda m: anthropic_to_responses_response(m, body, back, custom)))
             if final is not None:
                 first = OpenAIToAnthropicStream(body["model"], estimate, hub_names, offered_tools=offered)
                 resp = await upstream.post_chat(backend, payload, key)

@@ -216,3 +216,42 @@ def test_setup_codex_merges_a_provider_into_codex_config(tmp_path):
     path.write_text("model = [unclosed\n")
     out = subprocess.run(run, capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 1 and "is not valid TOML" in out.stderr and path.read_text() == "model = [unclosed\n"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_codexs_hosted_web_search_is_run_by_the_proxy_with_a_provider(make_proxy, backend, loop_thread, stream):
+    from fake_search import FakeSearXNG
+    searx = FakeSearXNG()
+    loop_thread.run(searx.start())
+    try:
+        proxy = make_proxy(web_search="searxng", web_search_url=f"http://127.0.0.1:{searx.port}")
+        answer = respond(proxy, stream, tools=[SHELL, {"type": "web_search", "external_web_access": True}],
+                         input='Look it up. TOOL_CALL:web_search:{"query":"aiohttp streaming"}')
+        kinds = [o.type for o in answer.output]
+        assert kinds == ["web_search_call", "message"], kinds
+        assert answer.output[0].action.query == "aiohttp streaming"
+        assert "aiohttp streaming - result 1" in answer.output_text  # the model got the results
+        assert searx.requests and searx.requests[-1]["query"]["q"] == "aiohttp streaming"
+    finally:
+        loop_thread.run(searx.stop())
+    without = respond(make_proxy(), stream, tools=[SHELL, {"type": "web_search"}], input="hi")
+    assert [o.type for o in without.output] == ["message"]  # no provider: the hosted tool is left out
+    assert [t["function"]["name"] for t in backend.requests[-1]["tools"]] == ["shell"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tools_in_a_namespace_are_offered_and_called_back_in_it(make_proxy, backend, stream):
+    spawn = {"type": "function", "name": "spawn_agent", "description": "Start a sub-agent", "strict": False,
+             "parameters": {"type": "object", "properties": {"message": {"type": "string"}}}}
+    tools = [SHELL, {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents", "tools": [spawn]}]
+    call = respond(make_proxy(), stream, tools=tools,
+                   input='TOOL_CALL:multi_agent_v1_spawn_agent:{"message":"look around"}')
+    fc = next(o for o in call.output if o.type == "function_call")
+    assert (fc.namespace, fc.name, fc.arguments) == ("multi_agent_v1", "spawn_agent", '{"message":"look around"}')
+    assert "multi_agent_v1_spawn_agent" in [t["function"]["name"] for t in backend.requests[-1]["tools"]]
+    answer = respond(make_proxy(), stream, tools=tools, input=[
+        {"type": "message", "role": "user", "content": "go"},
+        {"type": "function_call", "call_id": fc.call_id, "name": "spawn_agent", "namespace": "multi_agent_v1",
+         "arguments": fc.arguments},
+        {"type": "function_call_output", "call_id": fc.call_id, "output": "agent started"}])
+    assert "agent started" in answer.output_text
