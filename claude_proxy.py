@@ -3046,16 +3046,24 @@ def _responses_items(body: dict) -> list:
     return [{"type": "message", "role": "user", "content": items}] if isinstance(items, str) else items
 
 
+CLIENT_TOOL_SEARCH = "tool_search"  # the name of a tool search the client runs itself (Codex)
+
+
 def _client_tools(body: dict) -> list[tuple[str, dict]]:
-    """The client's function and custom tools by the name the proxy knows them: a tool inside a ``namespace``
-    tool as ``NAMESPACE.NAME`` (Responses tool names have no dots)."""
+    """The client's tools by the name the proxy knows them: those of the request and those the conversation
+    added (``additional_tools`` items, the tools a client-run tool search loaded); a tool inside a ``namespace``
+    tool as ``NAMESPACE.NAME`` (Responses tool names have no dots); a client-run tool search as ``tool_search``."""
+    lists = [body.get("tools")] + [i.get("tools") for i in _list(body.get("input")) if isinstance(i, dict)
+                                   and i.get("type") in ("additional_tools", "tool_search_output")]
     out = []
-    for tool in _list(body.get("tools")):
-        if isinstance(tool, dict) and tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
+    for tool in (t for tools in lists for t in _list(tools) if isinstance(t, dict)):
+        if tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
             out += [(f"{tool['name']}.{t.get('name')}", t) for t in _list(tool.get("tools")) if isinstance(t, dict)]
-        elif isinstance(tool, dict):
+        elif tool.get("type") == "tool_search" and tool.get("execution") == "client":
+            out.append((CLIENT_TOOL_SEARCH, tool))
+        else:
             out.append((str(tool.get("name")), tool))
-    return out
+    return list({name: (name, t) for name, t in out}.values())
 
 
 def _qualified(item: dict) -> Any:
@@ -3072,9 +3080,10 @@ def responses_tool_names(body: dict) -> dict[str, str]:
     return unique_tool_names([n for n in found if isinstance(n, str) and n], ANTHROPIC_TOOL_NAME, 128)
 
 
-def custom_tools(body: dict) -> set[str]:
-    """The client's freeform tools (Codex's apply_patch): their calls go back as custom_tool_call items."""
-    return {name for name, t in _client_tools(body) if t.get("type") == "custom"}
+def tool_kinds(body: dict) -> dict[str, str]:
+    """The client's tools whose calls are not function_call items: freeform ones (Codex's apply_patch) go back
+    as custom_tool_call items, a client-run tool search as a tool_search_call item."""
+    return {name: t["type"] for name, t in _client_tools(body) if t.get("type") in ("custom", "tool_search")}
 
 
 def _responses_tools(body: dict, names: dict[str, str]) -> tuple[list[dict], list[str]]:
@@ -3082,9 +3091,9 @@ def _responses_tools(body: dict, names: dict[str, str]) -> tuple[list[dict], lis
     tools, left_out = [], []
     for i, (name, tool) in enumerate(_client_tools(body)):
         kind = tool.get("type")
-        if kind in ("function", "custom"):
-            _expect(isinstance(tool.get("name"), str) and tool["name"], f"tools[{i}].name: expected a tool name")
-            schema = tool.get("parameters") if kind == "function" else {
+        if kind in ("function", "custom") or name == CLIENT_TOOL_SEARCH:
+            _expect(isinstance(tool.get("name", name), str) and name, f"tools[{i}].name: expected a tool name")
+            schema = tool.get("parameters") if kind != "custom" else {
                 "type": "object", "required": ["input"], "properties": {"input": {
                     "type": "string", "description": "The tool's input, as free text in its own format."}}}
             description = str(tool.get("description") or "")
@@ -3155,6 +3164,19 @@ def _responses_turn(item: dict, where: str, names: dict[str, str], keep_reasonin
             "input": str(item.get("input") or "")}
         return {"role": "assistant", "content": [{"type": "tool_use", "id": sanitize_tool_id(item["call_id"]),
                                                   "name": names[_qualified(item)], "input": tool_input}]}
+    if kind == "tool_search_call":  # the client ran it: a call and, below, its output
+        _expect(isinstance(item.get("call_id"), str) and item["call_id"], f"{where}.call_id: field required")
+        arguments = item.get("arguments")
+        return {"role": "assistant", "content": [{"type": "tool_use", "id": sanitize_tool_id(item["call_id"]),
+                                                  "name": names.get(CLIENT_TOOL_SEARCH, CLIENT_TOOL_SEARCH),
+                                                  "input": _parse_tool_arguments(arguments)}]}
+    if kind == "tool_search_output":
+        _expect(isinstance(item.get("call_id"), str) and item["call_id"], f"{where}.call_id: field required")
+        found = ", ".join(name for name, _ in _client_tools({"tools": item.get("tools")})) or "none"
+        return {"role": "user", "content": [{"type": "tool_result", "tool_use_id": sanitize_tool_id(item["call_id"]),
+                                             "content": f"Tools loaded: {found}"}]}
+    if kind == "additional_tools":
+        return None  # its tools are offered with the request's
     if kind in ("function_call_output", "custom_tool_call_output"):
         _expect(isinstance(item.get("call_id"), str) and item["call_id"], f"{where}.call_id: field required")
         output = item.get("output")
@@ -3221,7 +3243,7 @@ def responses_to_anthropic_request(body: dict, backend_model: str, max_tokens_ca
     return cap_output_tokens(out, max_tokens_cap)
 
 
-def responses_output_item(block: dict, names: dict[str, str], custom: set[str]) -> dict | None:
+def responses_output_item(block: dict, names: dict[str, str], kinds: dict[str, str]) -> dict | None:
     """An Anthropic content block as a Responses output item (None for blocks a Responses client cannot use)."""
     kind = block["type"]
     if kind == "text":
@@ -3237,7 +3259,10 @@ def responses_output_item(block: dict, names: dict[str, str], custom: set[str]) 
         qualified = names.get(block["name"], block["name"])
         namespace, _, name = qualified.rpartition(".")
         where = {"namespace": namespace} if namespace else {}
-        if qualified in custom:
+        if kinds.get(qualified) == "tool_search":
+            return {"type": "tool_search_call", "id": "ts_" + secrets.token_hex(12), "call_id": block["id"],
+                    "arguments": block["input"], "execution": "client", "status": "completed"}
+        if kinds.get(qualified) == "custom":
             value = block["input"].get("input") if isinstance(block["input"], dict) else None
             return {"type": "custom_tool_call", "id": "ctc_" + secrets.token_hex(12), "call_id": block["id"],
                     "name": name, **where, "input": value if isinstance(value, str) else json_dumps(block["input"])}
@@ -3272,12 +3297,12 @@ def responses_envelope(body: dict, response_id: str, status: str, output: list[d
             "usage": usage}
 
 
-def anthropic_to_responses_response(msg: Any, body: dict, names: dict[str, str], custom: set[str]) -> dict:
+def anthropic_to_responses_response(msg: Any, body: dict, names: dict[str, str], kinds: dict[str, str]) -> dict:
     """Translate an Anthropic Message into the Response a Responses client (``body``: its request) expects."""
     if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
         raise malformed(f"the answer has no content list: {describe_value(msg)}")
     output = [item for block in msg["content"] if isinstance(block, dict)
-              for item in [responses_output_item(block, names, custom)] if item]
+              for item in [responses_output_item(block, names, kinds)] if item]
     status = "incomplete" if msg.get("stop_reason") == "max_tokens" else "completed"
     return responses_envelope(body, "resp_" + str(msg.get("id", "")).removeprefix("msg_"), status, output,
                               responses_usage_of(msg.get("usage") or {}), int(time.time()))
@@ -3831,8 +3856,8 @@ class AnthropicToResponsesStream:
     client_dialect = "responses"
     at_boundary = True
 
-    def __init__(self, body: dict, names: dict[str, str] | None = None, custom: set[str] | None = None):
-        self.body, self.names, self.custom = body, names or {}, custom or set()
+    def __init__(self, body: dict, names: dict[str, str] | None = None, kinds: dict[str, str] | None = None):
+        self.body, self.names, self.kinds = body, names or {}, kinds or {}
         self.response_id = "resp_" + secrets.token_hex(12)
         self.created = int(time.time())
         self.sequence = 0
@@ -3892,7 +3917,7 @@ class AnthropicToResponsesStream:
         return []
 
     def _added(self, index: int, block: dict) -> list[Event]:
-        item = responses_output_item({**block, "text": "", "thinking": "", "input": {}}, self.names, self.custom)
+        item = responses_output_item({**block, "text": "", "thinking": "", "input": {}}, self.names, self.kinds)
         if item is None:
             return []
         item = {**item, "status": "in_progress", "_index": len(self.output), "_text": ""}
@@ -3944,7 +3969,7 @@ class AnthropicToResponsesStream:
                        self._event("response.content_part.done", **where, content_index=0, part=part)]
         elif item["type"] == "reasoning":
             done = responses_output_item({"type": "thinking", "thinking": text,
-                                          "signature": item.get("_signature", "")}, {}, set())
+                                          "signature": item.get("_signature", "")}, {}, {})
             assert done is not None
             item.update({k: v for k, v in done.items() if k != "id"})
             part = {"type": "summary_text", "text": text}
@@ -3954,6 +3979,8 @@ class AnthropicToResponsesStream:
             item["arguments"] = json_dumps(_parse_tool_arguments(text))
             events.append(self._event("response.function_call_arguments.done", **where,
                                       arguments=item["arguments"], name=item["name"]))
+        elif item["type"] == "tool_search_call":
+            item["arguments"] = _parse_tool_arguments(text)
         elif item["type"] == "web_search_call":
             query = _parse_tool_arguments(text).get("query")
             item["action"] = {"type": "search", "query": query if isinstance(query, str) else ""}
@@ -5675,7 +5702,7 @@ async def handle_responses(request: web.Request) -> web.StreamResponse:
     body, rlog = await read_model_request(request, validate_responses_request)
     names = responses_tool_names(body)  # client's tool name → the hub's, once for every fallback
     back = {v: k for k, v in names.items()}
-    custom = custom_tools(body)
+    kinds = tool_kinds(body)
 
     async def attempt(backend: Backend, model: str) -> web.StreamResponse:
         key = backend_key(request, backend)
@@ -5685,7 +5712,7 @@ async def handle_responses(request: web.Request) -> web.StreamResponse:
                                              web_search=config.search is not None and backend.dialect == "openai")
         estimate = count_request_tokens(hub)
         upstream = request.app[UPSTREAM_KEY]
-        final = AnthropicToResponsesStream(body, back, custom) if body.get("stream") else None
+        final = AnthropicToResponsesStream(body, back, kinds) if body.get("stream") else None
         if backend.dialect == "anthropic":
             resp = await upstream.post_anthropic(backend, hub, key)
             if final is not None:
@@ -5699,8 +5726,8 @@ async def handle_responses(request: web.Request) -> web.StreamResponse:
             if server_tools_of(hub):  # hosted web search, run by the proxy with the configured provider
                 return await answer_with_server_tools(request, backend, key, payload, hub, lambda data: (
                     openai_to_anthropic_response(data, body["model"], hub_names, None, estimate, offered)), (
-                    lambda t: Chained(t, AnthropicToResponsesStream(body, back, custom)),
-                    lambda m: anthropic_to_responses_response(m, body, back, custom)))
+                    lambda t: Chained(t, AnthropicToResponsesStream(body, back, kinds)),
+                    lambda m: anthropic_to_responses_response(m, body, back, kinds)))
             if final is not None:
                 first = OpenAIToAnthropicStream(body["model"], estimate, hub_names, offered_tools=offered)
                 resp = await upstream.post_chat(backend, payload, key)
@@ -5711,7 +5738,7 @@ async def handle_responses(request: web.Request) -> web.StreamResponse:
             message = translated_answer(config, backend, openai_to_anthropic_response,
                                         await _read_backend_json(resp, config, backend), body["model"], hub_names,
                                         None, estimate, offered)
-        answer = translated_answer(config, backend, anthropic_to_responses_response, message, body, back, custom)
+        answer = translated_answer(config, backend, anthropic_to_responses_response, message, body, back, kinds)
         rlog.input_tokens, rlog.output_tokens = answer["usage"]["input_tokens"], answer["usage"]["output_tokens"]
         return web.Response(text=json_dumps(answer), content_type="application/json")
 

@@ -255,3 +255,26 @@ def test_tools_in_a_namespace_are_offered_and_called_back_in_it(make_proxy, back
          "arguments": fc.arguments},
         {"type": "function_call_output", "call_id": fc.call_id, "output": "agent started"}])
     assert "agent started" in answer.output_text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_run_tool_search_and_the_tools_it_loads(make_proxy, backend, stream):
+    """Codex's own tool search (``execution: client``): the model's call comes back as a tool_search_call; the
+    tools Codex then sends in tool_search_output (and additional_tools) items are offered from then on."""
+    search = {"type": "tool_search", "execution": "client", "description": "Search deferred tools",
+              "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}
+    call = respond(make_proxy(), stream, tools=[SHELL, search], input='TOOL_CALL:tool_search:{"query":"github"}')
+    ts = next(o for o in call.output if o.type == "tool_search_call")
+    assert (ts.execution, ts.arguments) == ("client", {"query": "github"})
+    issue = {"type": "function", "name": "create_issue", "description": "Open an issue", "strict": False,
+             "parameters": {"type": "object", "properties": {"title": {"type": "string"}}}}
+    extra = {"type": "function", "name": "list_prs", "parameters": {"type": "object", "properties": {}}}
+    answer = respond(make_proxy(), stream, tools=[SHELL, search], input=[
+        {"type": "message", "role": "user", "content": "find the github tools"},
+        {"type": "tool_search_call", "call_id": ts.call_id, "arguments": {"query": "github"}, "execution": "client"},
+        {"type": "tool_search_output", "call_id": ts.call_id, "execution": "client", "status": "completed",
+         "tools": [{"type": "namespace", "name": "github", "description": "GitHub", "tools": [issue]}]},
+        {"type": "additional_tools", "role": "developer", "tools": [extra]}])
+    assert "Tools loaded: github.create_issue" in answer.output_text
+    assert [t["function"]["name"] for t in backend.requests[-1]["tools"]] == [
+        "shell", "tool_search", "github_create_issue", "list_prs"]
