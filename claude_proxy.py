@@ -1,4 +1,11 @@
 #!/usr/bin/env python3
+# /// script
+# requires-python = ">=3.11"
+# dependencies = [
+#     "aiohttp>=3.9,<4",
+#     "click>=8.1,<9",
+# ]
+# ///
 """claude_proxy: an API translator between the Anthropic Messages and OpenAI Chat Completions dialects.
 
 Anthropic front door: Claude Code, the ``anthropic`` SDK and other Anthropic clients call ``POST /v1/messages``;
@@ -91,7 +98,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
     json_loads = json.loads
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 log = logging.getLogger("claude_proxy")
 
 
@@ -6362,6 +6369,7 @@ def _build_cli():  # click is imported lazily so the module imports without it
 
     @click.group(help=help_text, invoke_without_command=True,
                  context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+    @click.version_option(__version__, "--version", prog_name="claude_proxy", message="%(prog)s %(version)s")
     @click.option("--config", "config_file", envvar="CLAUDE_PROXY_CONFIG", default=None,
                   type=click.Path(dir_okay=False),
                   help="TOML file with [[backends]], [[routes]] and [server] settings; flags override it.")
