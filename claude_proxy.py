@@ -60,6 +60,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -260,6 +261,7 @@ SERVER_SETTINGS = {
     "opus_model": Setting("str"), "web_search": Setting("choice", choices=WEB_SEARCH_PROVIDERS),
     "web_search_url": Setting("str"), "web_search_key": Setting("str", secret=True),
     "web_search_max_results": Setting("int", 1, 50), "web_search_timeout": POSITIVE_SECONDS,
+    "upstream_proxy": Setting("str", secret=True), "ca_file": Setting("str"),
 }
 WEB_SEARCH_SETTINGS = {"provider": Setting("choice", choices=WEB_SEARCH_PROVIDERS), "url": Setting("str"),
                        "api_key": Setting("str", secret=True), "api_key_env": Setting("str"),
@@ -270,7 +272,8 @@ BACKEND_SETTINGS = {
     "backend": Setting("choice", choices=BACKENDS), "max_tokens": Setting("int", 1),
     "headers": Setting("table", secret=True), "system_turns": Setting("choice", choices=SYSTEM_TURNS),
     "context_window": Setting("int", 1), "cooldown_failures": Setting("int", 1),
-    "cooldown_seconds": Setting("float", 0),
+    "cooldown_seconds": Setting("float", 0), "proxy": Setting("str", secret=True), "ca_file": Setting("str"),
+    "tls_verify": Setting("bool"),
 }
 ROUTE_CONDITIONS = {"thinking": Setting("bool"), "min_input_tokens": Setting("int", 0), "images": Setting("bool"),
                     "web_search": Setting("bool"), "tools": Setting("bool"), "subagent": Setting("bool")}
@@ -293,6 +296,9 @@ class Backend:
     api_keys: tuple[str, ...] = ()  # a pool, taken in turn (``api_key`` is the first)
     cooldown_failures: int = 3  # failures in a row (connection errors, 5xx) after which it is skipped …
     cooldown_seconds: float = 30.0  # … for this long, in favour of its route's fallbacks
+    proxy: str | None = None  # an HTTP proxy for it (else HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide)
+    ca_file: str | None = None  # the CA bundle its certificate is checked against (else the system's)
+    tls_verify: bool = True
 
     def __post_init__(self) -> None:
         if self.api_key and not self.api_keys:
@@ -380,7 +386,8 @@ class Routing:
         assert config.url, "normalised by Config before routing is built"
         table.setdefault("default", Backend("default", config.url, None, config.backend,
                                             system_turns=config.system_turns, context_window=config.context_window,
-                                            api_keys=str_list(config.api_key or ())))
+                                            api_keys=str_list(config.api_key or ()), proxy=config.upstream_proxy,
+                                            ca_file=config.ca_file))
         default = config.default_backend or "default"
         if default not in table:
             raise ValueError(f"default backend {default!r} is not defined")
@@ -477,6 +484,8 @@ class Config:
     web_search_key: str | None = None
     web_search_max_results: int = 8
     web_search_timeout: float = 15.0
+    upstream_proxy: str | None = None  # for backends that name none
+    ca_file: str | None = None  # likewise
     backends: tuple[Backend, ...] = ()  # from --config
     routes: tuple[Route, ...] = ()  # from --config
     default_backend: str | None = None  # a --config backend that replaces the flags' one as the default
@@ -500,10 +509,18 @@ class Config:
             DEFAULT_ANTHROPIC_URL if self.backend == "anthropic" else DEFAULT_URL))
         self.cors_origins = tuple(o.rstrip("/") for o in self.cors_origins)
         self.allow_url_routing = tuple(h.lower() for h in self.allow_url_routing)
+        for key in ("upstream_proxy", "ca_file"):
+            problem = _network_setting_problem(key.replace("upstream_", ""), getattr(self, key))
+            if problem:
+                raise ValueError(f"--{key.replace('_', '-')}: {problem}")
+        if self.upstream_proxy or self.ca_file:  # the defaults of every backend that sets none itself
+            self.backends = tuple(dataclasses.replace(b, proxy=b.proxy or self.upstream_proxy,
+                                                      ca_file=b.ca_file or self.ca_file) for b in self.backends)
         self.routing = Routing.build(self)
         self.search = self._web_search()
         self.secret_values = tuple(k for b in self.routing.backends.values() for k in b.api_keys) + \
-            self.proxy_keys + ((self.web_search_key,) if self.web_search_key else ())
+            self.proxy_keys + ((self.web_search_key,) if self.web_search_key else ()) + tuple(
+                urlsplit(b.proxy).password or "" for b in self.routing.backends.values() if b.proxy)
         self.loopback_only = _is_loopback_name(self.host.strip("[]"))
 
     def tier_model(self, tier: str) -> str | None:
@@ -668,10 +685,26 @@ def _config_backends(doc: _ConfigText) -> list[Backend]:
             url = normalize_backend_url(b["url"])
         except ValueError as exc:
             raise doc.fail(f"backend {name!r}: {exc}", "backends", i, "url") from None
+        for key in ("proxy", "ca_file"):
+            problem = _network_setting_problem(key, b.get(key))
+            if problem:
+                raise doc.fail(f"backend {name!r}: {key}: {problem}", "backends", i, key)
         backends.append(Backend(name, url, None, b.get("backend", "openai"), b.get("max_tokens"), b.get("headers", ()),
                                 b.get("system_turns"), b.get("context_window"), keys,
-                                **{k: b[k] for k in ("cooldown_failures", "cooldown_seconds") if k in b}))
+                                **{k: b[k] for k in ("cooldown_failures", "cooldown_seconds", "proxy", "ca_file",
+                                                     "tls_verify") if k in b}))
     return backends
+
+
+def _network_setting_problem(key: str, value: Any) -> str | None:
+    """What is wrong with a proxy URL or a CA file, if anything (the proxy's credentials are never shown)."""
+    if value is None:
+        return None
+    if key == "proxy":
+        parts = urlsplit(value)
+        return None if parts.scheme in ("http", "https") and parts.hostname else \
+            f"expected http://[user:password@]host:port, got {redact_url(value)!r}"
+    return None if os.path.isfile(value) else f"no such file: {value}"
 
 
 def _config_routes(doc: _ConfigText, names: set[str]) -> list[Route]:
@@ -4446,6 +4479,7 @@ class Upstream:
         self.session: aiohttp.ClientSession | None = None
         self.lessons: dict[str, Lessons] = {}  # "backend/model" → what its refusals taught
         self.pools: dict[tuple[str, tuple[str, ...]], KeyPool] = {}  # by backend and keys: a reload keeps them
+        self.tls: dict[str, ssl.SSLContext] = {}  # by CA file
         self.health: dict[str, Health] = {}
 
     async def start(self) -> None:
@@ -4454,8 +4488,9 @@ class Upstream:
                                          keepalive_timeout=60)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout,
                                         sock_read=self.config.read_timeout)
+        # trust_env: HTTPS_PROXY, HTTP_PROXY and NO_PROXY decide for backends that name no proxy of their own
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
-                                             json_serialize=json_dumps)
+                                             json_serialize=json_dumps, trust_env=True)
 
     async def close(self) -> None:
         if self.session is not None:
@@ -4489,6 +4524,18 @@ class Upstream:
         """POST {url}/v1/messages (or count_tokens)."""
         return await self._post(backend, backend.anthropic_url + path, payload,
                                 lambda k: self.anthropic_headers(backend, k, version, beta), key)
+
+    def network(self, backend: Backend) -> dict[str, Any]:
+        """The per-request options that reach ``backend``: its proxy, and its CA bundle or no verification."""
+        options: dict[str, Any] = {"proxy": backend.proxy} if backend.proxy else {}
+        if not backend.tls_verify:
+            options["ssl"] = False
+        elif backend.ca_file:
+            context = self.tls.get(backend.ca_file)
+            if context is None:
+                context = self.tls[backend.ca_file] = ssl.create_default_context(cafile=backend.ca_file)
+            options["ssl"] = context
+        return options
 
     def pool(self, backend: Backend, key: str | None) -> KeyPool | None:
         """The key pool ``key`` is taken from: when it is one of the backend's several configured keys."""
@@ -4573,7 +4620,7 @@ class Upstream:
         learned: list[Lessons] = []
         while True:
             try:
-                resp = await self.session.post(url, data=body, headers=headers)
+                resp = await self.session.post(url, data=body, headers=headers, **self.network(backend))
             except TimeoutError as exc:
                 if _is_read_timeout(exc):  # the backend accepted and then said nothing: retrying would wait again
                     raise ProxyError(504, f"the backend {where} sent no answer within "
@@ -4825,6 +4872,10 @@ def _describe(exc: BaseException) -> str:
         return "the connection closed mid-answer"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+        return (f"its TLS certificate was not accepted ({reason}); for a private CA give --ca-file (or ca_file "
+                f"for that backend)")
     text = str(exc) or exc.__class__.__name__
     return text.split(" [", 1)[0] if "Cannot connect" in text else text
 
@@ -5345,19 +5396,21 @@ async def reported_window(request: web.Request, backend: Backend, model: str) ->
         return cache.get((backend.name, model))
     upstream = request.app[UPSTREAM_KEY]
     headers = upstream.openai_headers(backend, backend_key(request, backend), False)
-    remember_windows(request, backend, listed_models(await _get_json(upstream, backend.url + "/models", headers)))
+    remember_windows(request, backend, listed_models(await _get_json(upstream, backend, backend.url + "/models",
+                                                                     headers)))
     if cache.get((backend.name, model)) is None:
-        props = await _get_json(upstream, backend.url.removesuffix("/v1") + "/props", headers)
+        props = await _get_json(upstream, backend, backend.url.removesuffix("/v1") + "/props", headers)
         settings = props.get("default_generation_settings") if isinstance(props, dict) else None
         window = token_count((settings if isinstance(settings, dict) else props or {}).get("n_ctx"))
         cache[(backend.name, model)] = window
     return cache[(backend.name, model)]
 
 
-async def _get_json(upstream: Upstream, url: str, headers: dict[str, str]) -> Any:
+async def _get_json(upstream: Upstream, backend: Backend, url: str, headers: dict[str, str]) -> Any:
     assert upstream.session is not None
     try:
-        async with upstream.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+        async with upstream.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=5),
+                                        **upstream.network(backend)) as resp:
             return await resp.json(loads=json_loads, content_type=None) if resp.status == 200 else None
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         log.info("backend answer from %s unavailable: %s", redact_url(url), _describe(exc))
@@ -5886,7 +5939,8 @@ async def upstream_models(request: web.Request) -> list[str]:
         url, headers = backend.url + "/models", upstream.openai_headers(backend, key, False)
     listed: dict[str, int | None] = {}
     try:
-        async with upstream.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        async with upstream.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10),
+                                        **upstream.network(backend)) as resp:
             if resp.status == 200:
                 listed = listed_models(await resp.json(loads=json_loads, content_type=None))
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
@@ -6252,6 +6306,10 @@ async def serve(config: Config, reuse_port: bool = False, announce: bool = True,
     if announce:
         for line in startup_lines(config):
             print(line, flush=True)
+    for backend in config.routing.backends.values():
+        if announce and not backend.tls_verify:
+            log.warning("backend %s: tls_verify = false: its certificate is not checked, so anyone on the way can "
+                        "read and change its traffic (and its key)", backend.name)
     if announce and not config.loopback_only and not config.proxy_keys:
         log.warning("listening on %s without --proxy-key: anyone who can reach this port can use %s",
                     config.host, "your backend key" if config.api_key else "the proxy")
@@ -6401,6 +6459,12 @@ def _build_cli():  # click is imported lazily so the module imports without it
     @click.option("--context-window", envvar="CLAUDE_PROXY_CONTEXT_WINDOW", default=None, type=click.IntRange(min=1),
                   help="The backend model's context window in tokens: overflow errors then always carry the numbers "
                        "Claude Code compacts by, and setup-claude tells Claude Code when to compact.")
+    @click.option("--upstream-proxy", envvar="CLAUDE_PROXY_UPSTREAM_PROXY", default=None,
+                  help="An HTTP proxy for the backends (http://[user:password@]host:port; https backends through "
+                       "CONNECT). Unset: HTTPS_PROXY, HTTP_PROXY and NO_PROXY decide.")
+    @click.option("--ca-file", envvar="CLAUDE_PROXY_CA_FILE", default=None,
+                  help="A CA bundle (PEM) to check the backends' certificates against, for a private CA "
+                       "(SSL_CERT_FILE is also respected).")
     @click.option("--web-search", envvar="CLAUDE_PROXY_WEB_SEARCH", default=None,
                   type=click.Choice(WEB_SEARCH_PROVIDERS),
                   help="Run Claude Code's web searches with this provider for backends that cannot search "
