@@ -113,6 +113,7 @@ BACKENDS = ("openai", "anthropic", "responses")
 TIERS = ("haiku", "sonnet", "opus")
 REASONING_EFFORT_CHOICES = ("off", "auto", "minimal", "low", "medium", "high")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 # Mid-conversation system turns: kept in place, and folded into user turns once a backend refuses them (unset);
 # or decided up front for a backend known either way.
 SYSTEM_TURNS = ("keep", "fold")
@@ -253,7 +254,8 @@ SERVER_SETTINGS = {
     "host": Setting("str"), "port": Setting("int", 0, 65535), "max_tokens": Setting("int", 1),
     "reasoning_effort": Setting("choice", choices=REASONING_EFFORT_CHOICES), "connect_timeout": POSITIVE_SECONDS,
     "read_timeout": POSITIVE_SECONDS, "retries": Setting("int", 0, 10), "max_body": Setting("size", 1),
-    "log_level": Setting("choice", choices=LOG_LEVELS), "proxy_keys": Setting("list", secret=True),
+    "log_level": Setting("choice", choices=LOG_LEVELS), "log_format": Setting("choice", choices=LOG_FORMATS),
+    "proxy_keys": Setting("list", secret=True),
     "cors_origins": Setting("list"), "drain_timeout": Setting("float", 0), "ping_interval": Setting("float", 0.01),
     "max_connections": Setting("int", 1), "allow_url_routing": Setting("list"), "workers": Setting("int", 1, 256),
     "system_turns": Setting("choice", choices=SYSTEM_TURNS), "context_window": Setting("int", 1),
@@ -273,13 +275,13 @@ BACKEND_SETTINGS = {
     "headers": Setting("table", secret=True), "system_turns": Setting("choice", choices=SYSTEM_TURNS),
     "context_window": Setting("int", 1), "cooldown_failures": Setting("int", 1),
     "cooldown_seconds": Setting("float", 0), "proxy": Setting("str", secret=True), "ca_file": Setting("str"),
-    "tls_verify": Setting("bool"),
+    "tls_verify": Setting("bool"), "price_input": Setting("float", 0), "price_output": Setting("float", 0),
 }
 ROUTE_CONDITIONS = {"thinking": Setting("bool"), "min_input_tokens": Setting("int", 0), "images": Setting("bool"),
                     "web_search": Setting("bool"), "tools": Setting("bool"), "subagent": Setting("bool")}
 ROUTE_SETTINGS = {"match": Setting("str"), "backend": Setting("str"), "model": Setting("str"),
                   "fallbacks": Setting("list"), "context_window": Setting("int", 1), "name": Setting("str"),
-                  **ROUTE_CONDITIONS}
+                  "price_input": Setting("float", 0), "price_output": Setting("float", 0), **ROUTE_CONDITIONS}
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,8 @@ class Backend:
     proxy: str | None = None  # an HTTP proxy for it (else HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide)
     ca_file: str | None = None  # the CA bundle its certificate is checked against (else the system's)
     tls_verify: bool = True
+    price_input: float | None = None  # per million tokens, for the cost in /usage
+    price_output: float | None = None
 
     def __post_init__(self) -> None:
         if self.api_key and not self.api_keys:
@@ -348,6 +352,8 @@ class Route:
     tools: bool | None = None  # it offers any tools
     subagent: bool | None = None  # a Claude Code subagent sent it (x-claude-code-agent-id)
     doors: tuple[str, ...] = ()  # only for requests through these front doors (set by the proxy, not the file)
+    price_input: float | None = None  # per million tokens (else the backend's), for the cost in /usage
+    price_output: float | None = None
 
     def matches(self, requested: str) -> bool:
         return fnmatch.fnmatchcase(requested.lower(), self.match.lower())
@@ -471,6 +477,7 @@ class Config:
     retries: int = 2
     max_body: int = 32 * 1024 * 1024
     log_level: str = "info"
+    log_format: str = "text"
     proxy_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     drain_timeout: float = 30.0
@@ -692,7 +699,7 @@ def _config_backends(doc: _ConfigText) -> list[Backend]:
         backends.append(Backend(name, url, None, b.get("backend", "openai"), b.get("max_tokens"), b.get("headers", ()),
                                 b.get("system_turns"), b.get("context_window"), keys,
                                 **{k: b[k] for k in ("cooldown_failures", "cooldown_seconds", "proxy", "ca_file",
-                                                     "tls_verify") if k in b}))
+                                                     "tls_verify", "price_input", "price_output") if k in b}))
     return backends
 
 
@@ -723,7 +730,7 @@ def _config_routes(doc: _ConfigText, names: set[str]) -> list[Route]:
                                f"defined", "routes", i, "fallbacks")
             fallbacks.append((bname, model or None))
         routes.append(Route(r["match"], r["backend"], r.get("model"), tuple(fallbacks), r.get("context_window"),
-                            **{k: r[k] for k in ("name", *ROUTE_CONDITIONS) if k in r}))
+                            **{k: r[k] for k in ("name", "price_input", "price_output", *ROUTE_CONDITIONS) if k in r}))
     return routes
 
 
@@ -4480,6 +4487,7 @@ class Upstream:
         self.lessons: dict[str, Lessons] = {}  # "backend/model" → what its refusals taught
         self.pools: dict[tuple[str, tuple[str, ...]], KeyPool] = {}  # by backend and keys: a reload keeps them
         self.tls: dict[str, ssl.SSLContext] = {}  # by CA file
+        self.metrics: Any = None  # the app's Metrics, set by make_app
         self.health: dict[str, Health] = {}
 
     async def start(self) -> None:
@@ -4638,6 +4646,8 @@ class Upstream:
                 error = error_from_backend(resp.status, scrub(text, secrets_), resp.headers, where)
                 if pool and key and resp.status in (401, 403, 429):
                     _set_key_aside(backend, pool, key, resp.status, resp.headers.get("retry-after"), error)
+                    if self.metrics:
+                        self.metrics.count("claude_proxy_key_rests_total", backend=backend.name)
                     key = _pool_key(backend, pool, error)
                     headers = headers_for(key)
                     continue
@@ -4657,6 +4667,8 @@ class Upstream:
             attempt += 1
             log.warning("backend %s attempt %d failed (%s); retrying in %.1fs", backend.name, attempt, error.message,
                         delay)
+            if self.metrics:
+                self.metrics.count("claude_proxy_retries_total", backend=backend.name)
             await asyncio.sleep(delay)
 
 
@@ -5010,7 +5022,20 @@ class RequestLog:
     stream: bool = False
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_tokens: int | None = None
     first_byte: float | None = None
+    session: str | None = None  # Claude Code's X-Claude-Code-Session-Id, for /usage
+
+    def as_dict(self, method: str, path: str, status: int) -> dict:
+        """The log line's facts, for ``--log-format json``."""
+        now = time.monotonic()
+        return {"request_id": self.request_id, "method": method, "path": path, "status": status,
+                "door": self.dialect, "backend": self.backend, "backend_dialect": self.backend_dialect,
+                "requested": self.requested, "model": self.model, "route": self.route, "stream": self.stream,
+                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cache_read_tokens": self.cache_read_tokens,
+                "ttfb_ms": round((self.first_byte - self.started) * 1000) if self.first_byte else None,
+                "total_ms": round((now - self.started) * 1000)}
 
     def line(self, method: str, path: str, status: int) -> str:
         now = time.monotonic()
@@ -5028,7 +5053,108 @@ def _request_key(name: str, kind: Any) -> Any:
     return web.RequestKey(name, kind) if hasattr(web, "RequestKey") else name
 
 
+METRIC_FAMILIES = {  # name → (type, help)
+    "claude_proxy_requests_total": ("counter", "Requests by front door, backend, model, route and status"),
+    "claude_proxy_tokens_total": ("counter", "Tokens by backend, model and kind (input, output, cache_read)"),
+    "claude_proxy_retries_total": ("counter", "Backend requests retried after a failure"),
+    "claude_proxy_fallbacks_total": ("counter", "Requests that moved on to a route's next backend"),
+    "claude_proxy_key_rests_total": ("counter", "Keys of a pool set to rest (429) or aside (401/403)"),
+    "claude_proxy_request_duration_seconds": ("histogram", "Time from request to the end of the answer"),
+    "claude_proxy_time_to_first_byte_seconds": ("histogram", "Time from request to the first byte"),
+    "claude_proxy_requests_in_flight": ("gauge", "Requests being answered"),
+}
+
+
+class Metrics:
+    """What the proxy has done since it started: for ``GET /metrics`` (the Prometheus text format) and
+    ``GET /usage`` (JSON totals by backend and model, and by Claude Code session, with costs)."""
+    BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self.histograms: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}  # buckets…, sum, count
+        self.usage: dict[tuple[str, str], dict] = {}  # ("model", backend/model) or ("session", id) → totals
+
+    def count(self, name: str, value: float = 1.0, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        self.counters[key] = self.counters.get(key, 0.0) + value
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        cells = self.histograms.setdefault(key, [0.0] * (len(self.BUCKETS) + 2))
+        for i, bound in enumerate(self.BUCKETS):
+            if seconds <= bound:
+                cells[i] += 1
+        cells[-2] += seconds
+        cells[-1] += 1
+
+    def record(self, rlog: RequestLog, status: int, config: Config) -> None:
+        """One finished request to a model."""
+        self.count("claude_proxy_requests_total", door=rlog.dialect, backend=rlog.backend, model=rlog.model,
+                   route=rlog.route, status=str(status))
+        tokens = {"input": rlog.input_tokens or 0, "output": rlog.output_tokens or 0,
+                  "cache_read": rlog.cache_read_tokens or 0}
+        for kind, n in tokens.items():
+            if n:
+                self.count("claude_proxy_tokens_total", n, backend=rlog.backend, model=rlog.model, kind=kind)
+        self.observe("claude_proxy_request_duration_seconds", time.monotonic() - rlog.started, door=rlog.dialect)
+        if rlog.first_byte:
+            self.observe("claude_proxy_time_to_first_byte_seconds", rlog.first_byte - rlog.started, door=rlog.dialect)
+        cost = _cost(config, rlog, tokens)
+        keys = [("model", f"{rlog.backend}/{rlog.model}")] + ([("session", rlog.session)] if rlog.session else [])
+        if len(self.usage) > 10000:  # bounded: sessions come and go
+            self.usage = {k: v for k, v in self.usage.items() if k[0] == "model"}
+        for key in keys:
+            totals = self.usage.setdefault(key, {"requests": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0,
+                                                 "cache_read_tokens": 0, "cost": None})
+            totals["requests"] += 1
+            totals["errors"] += status >= 400
+            for kind, n in tokens.items():
+                totals[f"{kind}_tokens"] += n
+            if cost is not None:
+                totals["cost"] = round((totals["cost"] or 0.0) + cost, 6)
+            totals.update(backend=rlog.backend, model=rlog.model)
+
+    def prometheus(self, in_flight: int) -> str:
+        lines: list[str] = []
+        for name, (kind, text) in METRIC_FAMILIES.items():
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            if kind == "gauge":
+                lines.append(f"{name} {in_flight}")
+            for (n, labels), value in sorted(self.counters.items()):
+                if n == name:
+                    lines.append(f"{name}{_labels(labels)} {value:g}")
+            for (n, labels), cells in sorted(self.histograms.items()):
+                if n == name:
+                    lines += [f"{name}_bucket{_labels(labels + (('le', f'{b:g}'),))} {c:g}"
+                              for b, c in zip(self.BUCKETS, cells, strict=False)]
+                    lines += [f"{name}_bucket{_labels(labels + (('le', '+Inf'),))} {cells[-1]:g}",
+                              f"{name}_sum{_labels(labels)} {cells[-2]:g}", f"{name}_count{_labels(labels)} {cells[-1]:g}"]
+        return "\n".join(lines) + "\n"
+
+
+def _labels(labels: tuple[tuple[str, str], ...]) -> str:
+    def escape(v: str) -> str:
+        return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return "{" + ",".join(f'{k}="{escape(str(v))}"' for k, v in labels) + "}" if labels else ""
+
+
+def _cost(config: Config, rlog: RequestLog, tokens: dict[str, int]) -> float | None:
+    """The request's cost where prices are set: the route's (by its name in the log line), else the backend's."""
+    route = next((r for r in config.routing.routes if r.name == rlog.route), None)
+    backend = config.routing.backends.get(rlog.backend)
+    price_in = route.price_input if route and route.price_input is not None else backend.price_input if backend \
+        else None
+    price_out = route.price_output if route and route.price_output is not None else backend.price_output \
+        if backend else None
+    if price_in is None and price_out is None:
+        return None
+    return ((tokens["input"] + tokens["cache_read"]) * (price_in or 0) + tokens["output"] * (price_out or 0)) / 1e6
+
+
 STATE_KEY = web.AppKey("state", ServerState)
+METRICS_KEY = web.AppKey("metrics", Metrics)
 REQUEST_ID_KEY: Any = _request_key("request_id", str)
 DIALECT_KEY: Any = _request_key("dialect", str)
 LOG_KEY: Any = _request_key("log", RequestLog)
@@ -5142,7 +5268,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     request_id = "req_" + uuid.uuid4().hex[:24]
     request[REQUEST_ID_KEY] = request_id
     request[DIALECT_KEY] = client_dialect(request)
-    rlog = request[LOG_KEY] = RequestLog(request_id, request[DIALECT_KEY], time.monotonic())
+    rlog = request[LOG_KEY] = RequestLog(request_id, request[DIALECT_KEY], time.monotonic(),
+                                         session=request.headers.get("x-claude-code-session-id"))
     state = request.app[STATE_KEY]
     request[CONFIG_KEY] = state.config
     task = asyncio.current_task()
@@ -5167,7 +5294,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         response = error_response(ProxyError(exc.status, message, kind), request)
     except asyncio.CancelledError:  # the client hung up: the request still gets its log line
         started = request.get(STREAM_KEY)
-        log.info("%s", rlog.line(request.method, request.path, started.status if started is not None else 499))
+        _request_done(request, rlog, started.status if started is not None else 499)
         raise
     except RecursionError:  # input nested deeper than the translators follow
         response = error_response(bad_request("request body is nested too deeply"), request)
@@ -5181,8 +5308,17 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     if not response.prepared:
         response.headers.setdefault("request-id", request_id)
     if request.path not in OPEN_PATHS:
-        log.info("%s", rlog.line(request.method, request.path, response.status))
+        _request_done(request, rlog, response.status)
     return response
+
+
+def _request_done(request: web.Request, rlog: RequestLog, status: int) -> None:
+    """The request's one log line (text or JSON), and its place in the metrics."""
+    config = request.get(CONFIG_KEY) or request.app[STATE_KEY].config
+    log.info("%s", rlog.line(request.method, request.path, status),
+             extra={"request": rlog.as_dict(request.method, request.path, status)})  # what JSON lines show
+    if rlog.requested != "-":
+        request.app[METRICS_KEY].record(rlog, status, config)
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -5324,6 +5460,8 @@ def _log_stream_end(request: web.Request, translator: StreamTranslator) -> None:
         log.warning("%s stream ended in error: %s", request[REQUEST_ID_KEY], translator.failed.message)
     rlog = request[LOG_KEY]
     rlog.input_tokens, rlog.output_tokens = translator.usage_counts()
+    usage = getattr(translator, "final_usage", None)
+    rlog.cache_read_tokens = usage.get("cache_read_input_tokens") if isinstance(usage, dict) else None
 
 
 async def json_as_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[list[SSEEvent]]:
@@ -5436,6 +5574,7 @@ async def with_fallbacks(request: web.Request, candidates: list[tuple[Backend, s
             nxt = candidates[i + 1]
             log.warning("%s backend %s (%s) failed: %s; falling back to %s (%s)", request[REQUEST_ID_KEY],
                         backend.name, model, exc.message, nxt[0].name, nxt[1])
+            request.app[METRICS_KEY].count("claude_proxy_fallbacks_total", backend=backend.name)
         else:
             upstream.record(backend, failed=False)
             return answer
@@ -5669,6 +5808,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         message = translated_answer(config, backend, openai_to_anthropic_response, data, body["model"], names,
                                     body.get("stop_sequences"), estimate, offered)
         rlog.input_tokens, rlog.output_tokens = message["usage"]["input_tokens"], message["usage"]["output_tokens"]
+        rlog.cache_read_tokens = message["usage"].get("cache_read_input_tokens")
         return web.Response(text=json_dumps(message), content_type="application/json")
 
     return await with_fallbacks(request, request_candidates(request, body), attempt)
@@ -5977,6 +6117,25 @@ async def handle_models(request: web.Request) -> web.Response:
                               "last_id": ids[-1] if ids else None}, dumps=json_dumps)
 
 
+async def handle_metrics(request: web.Request) -> web.Response:
+    """The Prometheus text format (it needs the proxy key when one is set, as every path but the probes do)."""
+    text = request.app[METRICS_KEY].prometheus(max(0, len(request.app[STATE_KEY].inflight) - 1))
+    return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def handle_usage(request: web.Request) -> web.Response:
+    """Totals since start by backend and model, and by Claude Code session (``?session=ID``: that one only)."""
+    metrics = request.app[METRICS_KEY]
+    session = request.query.get("session")
+    if session is not None:
+        return web.json_response(metrics.usage.get(("session", session)), dumps=json_dumps)
+    return web.json_response({
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(metrics.started)),
+        "by_model": [{"backend": k.split("/", 1)[0], **v, "model": k.split("/", 1)[1]}
+                     for (kind, k), v in sorted(metrics.usage.items()) if kind == "model"],
+        "by_session": {k: v for (kind, k), v in metrics.usage.items() if kind == "session"}}, dumps=json_dumps)
+
+
 async def handle_root(request: web.Request) -> web.Response:
     return web.json_response({"name": "claude_proxy", "version": __version__, "status": "ok"})
 
@@ -5994,6 +6153,7 @@ def make_app(config: Config) -> web.Application:
     app[MODELS_CACHE_KEY] = {}
     app[WINDOWS_KEY] = {}
     app[STATE_KEY] = ServerState(config)
+    app[METRICS_KEY] = upstream.metrics = Metrics()
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await upstream.start()
@@ -6011,6 +6171,8 @@ def make_app(config: Config) -> web.Application:
     app.router.add_get("/v1/models", handle_models)
     app.router.add_get("/models", handle_models)
     app.router.add_get("/health", handle_health)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/usage", handle_usage)
     app.router.add_get("/", handle_root)  # GET routes answer HEAD too
     app.router.add_get("/api/hello", handle_root)
     app.router.add_post(r"/{scheme:https?}/{tail:.+}", handle_url_routed)
@@ -6077,7 +6239,7 @@ def claude_env(config: Config, base_url: str | None, key: str | None, model: str
     return env
 
 
-def write_claude_settings(path: str, env: dict[str, str]) -> str | None:
+def write_claude_settings(path: str, env: dict[str, str], extra: dict[str, Any] | None = None) -> str | None:
     """Merge ``env`` into the ``env`` table of Claude Code's settings.json, keeping every other setting.
 
     The old file is copied to ``<path>.bak-<timestamp>`` first (returned); the new one is written atomically
@@ -6097,6 +6259,7 @@ def write_claude_settings(path: str, env: dict[str, str]) -> str | None:
         backup = f"{path}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
         shutil.copy2(path, backup)
     data.setdefault("env", {}).update(env)
+    data.update(extra or {})
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -6105,6 +6268,35 @@ def write_claude_settings(path: str, env: dict[str, str]) -> str | None:
         fh.write("\n")
     os.replace(tmp, path)
     return backup
+
+
+def statusline(base_url: str, key: str | None, stdin_text: str, timeout: float = 0.8) -> str:
+    """Claude Code's status line: this session's model, tokens and cost from the running proxy's /usage; a
+    mark when the proxy cannot be reached. Never raises: Claude Code shows a status line only when the command
+    exits 0."""
+    import urllib.parse
+    import urllib.request
+    try:
+        session = json.loads(stdin_text or "{}").get("session_id")
+    except (ValueError, AttributeError):
+        session = None
+    url = f"{base_url.rstrip('/')}/usage?session={urllib.parse.quote(str(session or ''))}"
+    headers = {"x-api-key": key} if key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+            totals = json.loads(resp.read() or b"null")
+    except Exception:  # noqa: BLE001 - down, hung, refused, not JSON: the line says so, and the command exits 0
+        return f"claude_proxy ✗ not reachable at {redact_url(base_url)}"
+    if not isinstance(totals, dict):
+        return "claude_proxy · no requests yet"
+    cost = f" · ${totals['cost']:.4f}" if isinstance(totals.get("cost"), (int, float)) else ""
+    return (f"claude_proxy · {totals.get('model', '?')} · {_short(totals.get('input_tokens', 0))} in · "
+            f"{_short(totals.get('output_tokens', 0))} out{cost}")
+
+
+def _short(n: Any) -> str:
+    n = n if isinstance(n, (int, float)) else 0
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(int(n))
 
 
 CODEX_PROVIDER = "claude_proxy"
@@ -6373,6 +6565,18 @@ def serve_workers(config: Config, rebuild: Callable[[], Config] | None = None) -
         sys.exit(status)
 
 
+class _JsonFormatter(logging.Formatter):
+    """``--log-format json``: one JSON object per line; a request's line carries its facts as fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"time": self.formatTime(record), "level": record.levelname.lower()}
+        request = getattr(record, "request", None)
+        out.update(request if isinstance(request, dict) else {"message": record.getMessage()})
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json_dumps(out)
+
+
 class _RedactingFilter(logging.Filter):
     """Last line of defence: no configured key reaches a log line, whatever formatted it."""
 
@@ -6507,6 +6711,8 @@ def _build_cli():  # click is imported lazily so the module imports without it
                   type=click.IntRange(1, 256), help="Processes serving the same port (SO_REUSEPORT), for many cores.")
     @click.option("--log-level", envvar="CLAUDE_PROXY_LOG_LEVEL", default="info", show_default=True,
                   type=click.Choice(LOG_LEVELS, case_sensitive=False))
+    @click.option("--log-format", envvar="CLAUDE_PROXY_LOG_FORMAT", default="text", show_default=True,
+                  type=click.Choice(LOG_FORMATS), help="'json': one JSON object per line, for log collectors.")
     @click.pass_context
     def cli(ctx: click.Context, **opts: Any) -> None:
         config_file = opts.pop("config_file")
@@ -6534,6 +6740,8 @@ def _build_cli():  # click is imported lazily so the module imports without it
             return
         logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
                             stream=sys.stderr)
+        if config.log_format == "json":
+            logging.getLogger().handlers[0].setFormatter(_JsonFormatter())
         redact_in_logs(config.secret_values)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         try:
@@ -6571,11 +6779,14 @@ def _build_cli():  # click is imported lazily so the module imports without it
     @click.option("--picker-model", default=None, metavar="BACKEND,MODEL",
                   help="Add this model to Claude Code's /model picker (ANTHROPIC_CUSTOM_MODEL_OPTION), e.g. "
                        "deepseek,deepseek-reasoner: the comma form goes straight to that configured backend.")
+    @click.option("--statusline", "with_statusline", is_flag=True,
+                  help="Also set Claude Code's statusLine to this proxy's statusline command (model, tokens, cost "
+                       "of the session).")
     @click.option("--print", "print_only", is_flag=True, help="Print shell export lines instead of writing.")
     @click.pass_obj
     def setup_claude(config: Config, base_url: str | None, key: str | None, claude_model: str | None,
                      small_model: str | None, tool_search: bool, picker_model: str | None,
-                     settings_path: str | None, print_only: bool) -> None:
+                     with_statusline: bool, settings_path: str | None, print_only: bool) -> None:
         """Point Claude Code at the proxy: merge ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY into its settings."""
         if picker_model and "," in picker_model and picker_model.partition(",")[0] not in config.routing.backends:
             raise click.BadParameter(f"{picker_model.partition(',')[0]!r} is not a configured backend (configured: "
@@ -6586,8 +6797,11 @@ def _build_cli():  # click is imported lazily so the module imports without it
                 click.echo(f"export {name}={shlex.quote(value)}")
             return
         path = settings_path or os.path.join(os.path.expanduser("~"), ".claude", "settings.json")
+        command = " ".join(shlex.quote(x) for x in (sys.executable, os.path.abspath(__file__), "statusline",
+                                                              "--base-url", base_url or proxy_base_url(config)))
+        extra = {"statusLine": {"type": "command", "command": command}} if with_statusline else None
         try:
-            backup = write_claude_settings(path, env)
+            backup = write_claude_settings(path, env, extra)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"wrote {', '.join(env)} to {path}" + (f" (previous file saved as {backup})" if backup else ""))
@@ -6601,6 +6815,19 @@ def _build_cli():  # click is imported lazily so the module imports without it
             click.echo("Claude Code is not installed here; install it with: npm install -g @anthropic-ai/claude-code")
         else:
             click.echo("start it with: claude")
+
+    @cli.command("statusline")
+    @click.option("--base-url", default=None, help="The running proxy [default: http://HOST:PORT from the flags].")
+    @click.option("--key", default=None, help="The proxy key to send [default: the first --proxy-key].")
+    @click.pass_obj
+    def statusline_command(config: Config, base_url: str | None, key: str | None) -> None:
+        """One status line for Claude Code (its statusLine setting): reads Claude Code's JSON on stdin, prints this
+        session's model, tokens and cost from the running proxy, within a second, and always exits 0."""
+        import select
+        ready = select.select([sys.stdin], [], [], 0.2)[0] if sys.stdin and not sys.stdin.isatty() else []
+        text = os.read(sys.stdin.fileno(), 1 << 20).decode("utf-8", "replace") if ready else ""  # never blocks
+        click.echo(statusline(base_url or proxy_base_url(config), key or (config.proxy_keys[0] if config.proxy_keys
+                                                                            else None), text))
 
     @cli.command("setup-codex")
     @click.option("--base-url", default=None, help="The proxy's URL [default: http://HOST:PORT from the flags].")
