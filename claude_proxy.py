@@ -6212,6 +6212,22 @@ def configured_window(config: Config, model: str | None) -> int | None:
     return config.routing.window(*config.routing.candidates(model or CLAUDE_TIER_NAMES["sonnet"])[0])
 
 
+def picker_names(config: Config) -> dict[str, str]:
+    """What Claude Code's /model picker shows for its Opus, Sonnet and Haiku entries: the backend model each
+    goes to, not Claude's names and prices. Each entry keeps a Claude model id, so routing stays in the proxy."""
+    env = {}
+    for tier, claude_id in CLAUDE_TIER_NAMES.items():
+        backend, target = config.routing.candidates(claude_id)[0]
+        if target == claude_id and backend.dialect == "anthropic":
+            continue  # Claude itself: Claude Code's own names are right
+        window = config.routing.window(backend, target)
+        env[f"ANTHROPIC_DEFAULT_{tier.upper()}_MODEL"] = claude_id
+        env[f"ANTHROPIC_DEFAULT_{tier.upper()}_MODEL_NAME"] = target
+        env[f"ANTHROPIC_DEFAULT_{tier.upper()}_MODEL_DESCRIPTION"] = f"{target} · via claude_proxy ({backend.name})" \
+            + (f" · {window // 1000}k context" if window else "")
+    return env
+
+
 def claude_env(config: Config, base_url: str | None, key: str | None, model: str | None = None,
                small_model: str | None = None, tool_search: bool = False,
                picker_model: str | None = None) -> dict[str, str]:
@@ -6225,6 +6241,7 @@ def claude_env(config: Config, base_url: str | None, key: str | None, model: str
         env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] = str(window)
     if model:
         env["ANTHROPIC_MODEL"] = model
+    env.update(picker_names(config))
     if small_model:
         env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] = small_model
         env["ANTHROPIC_SMALL_FAST_MODEL"] = small_model

@@ -155,3 +155,18 @@ def test_log_format_json_writes_one_object_per_line(backend, tmp_path):
     request = next(line for line in lines if line.get("path") == "/v1/messages")
     assert request["status"] == 200 and request["model"] == "fake-model" and request["route"] == "--model"
     assert request["level"] == "info" and isinstance(request["input_tokens"], int) and request["total_ms"] >= 0
+
+
+def test_setup_claude_names_the_backend_models_in_claude_codes_picker(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "claude_proxy.py"), "--model", "deepseek-reasoner",
+                          "--haiku-model", "deepseek-chat", "--context-window", "128000", "setup-claude", "--print"],
+                         capture_output=True, text=True, timeout=30, check=False)
+    env = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines())
+    assert env["ANTHROPIC_DEFAULT_OPUS_MODEL"] == "claude-opus-4-1"  # a Claude id: the proxy still routes it
+    assert env["ANTHROPIC_DEFAULT_OPUS_MODEL_NAME"] == "deepseek-reasoner"
+    assert env["ANTHROPIC_DEFAULT_HAIKU_MODEL_NAME"] == "deepseek-chat"
+    assert env["ANTHROPIC_DEFAULT_SONNET_MODEL_DESCRIPTION"] == \
+        "'deepseek-reasoner · via claude_proxy (default) · 128k context'"
+    claude = subprocess.run([sys.executable, os.path.join(ROOT, "claude_proxy.py"), "--backend", "anthropic",
+                             "setup-claude", "--print"], capture_output=True, text=True, timeout=30, check=False)
+    assert "MODEL_NAME" not in claude.stdout  # Claude itself keeps Claude Code's own names
