@@ -152,3 +152,30 @@ def test_tls_verify_false_skips_the_check_for_that_backend_only(make_proxy, tls_
                     f'tls_verify = false\n')
     assert ask(make_proxy(model="fake-model", **cp.load_config_file(str(path)))).startswith("Hello")
     assert cp.Config(url="https://x/v1").routing.primary.tls_verify is True
+
+
+def test_ssl_cert_file_and_the_upstream_proxy_flag(tls_backend, ca_file, connect_proxy, loop_thread, tmp_path):
+    """A real process: SSL_CERT_FILE names the CA (no --ca-file), --upstream-proxy the proxy."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+    from conftest import free_port
+    port = free_port()
+    env = {**os.environ, "SSL_CERT_FILE": ca_file}
+    env.pop("HTTPS_PROXY", None)
+    proc = subprocess.Popen([sys.executable, cp.__file__, "--url", f"https://127.0.0.1:{tls_backend.port}/v1",
+                             "--model", "fake-model", "--port", str(port), "--upstream-proxy",
+                             f"http://bob:flag-proxy-pw@127.0.0.1:{connect_proxy.port}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/messages", timeout=30, json={
+            "model": "claude-sonnet-5", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200, r.text
+        assert connect_proxy.tunnels[-1][0] == f"127.0.0.1:{tls_backend.port}"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "flag-proxy-pw" not in err
