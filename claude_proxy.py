@@ -6218,8 +6218,8 @@ def picker_names(config: Config) -> dict[str, str]:
     env = {}
     for tier, claude_id in CLAUDE_TIER_NAMES.items():
         backend, target = config.routing.candidates(claude_id)[0]
-        if target == claude_id and backend.dialect == "anthropic":
-            continue  # Claude itself: Claude Code's own names are right
+        if target == claude_id:
+            continue  # not mapped (Claude itself, or a backend that takes the name): nothing to rename
         window = config.routing.window(backend, target)
         env[f"ANTHROPIC_DEFAULT_{tier.upper()}_MODEL"] = claude_id
         env[f"ANTHROPIC_DEFAULT_{tier.upper()}_MODEL_NAME"] = target
