@@ -42,6 +42,7 @@ import ast
 import asyncio
 import base64
 import codecs
+import collections
 import contextlib
 import dataclasses
 import fnmatch
@@ -5961,7 +5962,9 @@ class Relay:
         self.client_dialect = dialect
         self.finished_mark = _FINISHED[dialect]
         self.finished = False
-        self.tail = b""
+        self.tail = b""  # the finish mark may be split across reads
+        self.recent: collections.deque[bytes] = collections.deque()  # the last RELAY_TAIL bytes: the usage
+        self.recent_size = 0
         self.at_boundary = True
         self.done = False
         self.failed: ProxyError | None = None
@@ -5975,6 +5978,10 @@ class Relay:
             window = self.tail + chunk
             self.finished = bool(self.finished_mark.search(window))
             self.tail = window[-64:]
+        self.recent.append(chunk)
+        self.recent_size += len(chunk)
+        while self.recent_size - len(self.recent[0]) >= RELAY_TAIL:
+            self.recent_size -= len(self.recent.popleft())
         return [chunk]
 
     def end(self) -> list[bytes]:
@@ -5991,7 +5998,15 @@ class Relay:
         return [b"\n\n" + error_frame(error, self.client_dialect)]
 
     def usage_counts(self) -> tuple[int | None, int | None]:
-        return None, None
+        """The last counts the relayed stream gave (its end carries the usage in every dialect)."""
+        counts = []
+        for names in (rb'"(?:input_tokens|prompt_tokens)"', rb'"(?:output_tokens|completion_tokens)"'):
+            found = re.findall(names + rb"\s*:\s*(\d+)", b"".join(self.recent))
+            counts.append(int(found[-1]) if found else None)
+        return counts[0], counts[1]
+
+
+RELAY_TAIL = 8192  # bytes of a relayed stream kept: its last usage fits
 
 
 async def iter_raw(resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:

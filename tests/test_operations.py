@@ -170,3 +170,17 @@ def test_setup_claude_names_the_backend_models_in_claude_codes_picker(tmp_path):
     claude = subprocess.run([sys.executable, os.path.join(ROOT, "claude_proxy.py"), "--backend", "anthropic",
                              "setup-claude", "--print"], capture_output=True, text=True, timeout=30, check=False)
     assert "MODEL_NAME" not in claude.stdout  # Claude itself keeps Claude Code's own names
+
+
+def test_passed_through_streams_count_their_tokens(make_proxy, backend):
+    """An OpenAI client of an OpenAI backend: bytes relayed as they came, the usage still read from the end."""
+    proxy = make_proxy()
+    client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0)
+    chunks = list(client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}],
+                                                 stream=True, stream_options={"include_usage": True}))
+    usage = chunks[-1].usage
+    m = metrics(proxy)
+    labels = {"backend": "default", "model": "fake-model"}
+    assert m[("claude_proxy_tokens_total", frozenset({**labels, "kind": "input"}.items()))] == usage.prompt_tokens
+    assert m[("claude_proxy_tokens_total", frozenset({**labels, "kind": "output"}.items()))] == \
+        usage.completion_tokens
