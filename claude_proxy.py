@@ -4488,6 +4488,7 @@ class Upstream:
         self.lessons: dict[str, Lessons] = {}  # "backend/model" → what its refusals taught
         self.pools: dict[tuple[str, tuple[str, ...]], KeyPool] = {}  # by backend and keys: a reload keeps them
         self.tls: dict[str, ssl.SSLContext] = {}  # by CA file
+        self.env_proxies: dict[str, str | None] = {}  # by URL
         self.metrics: Any = None  # the app's Metrics, set by make_app
         self.health: dict[str, Health] = {}
 
@@ -4497,9 +4498,9 @@ class Upstream:
                                          keepalive_timeout=60)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout,
                                         sock_read=self.config.read_timeout)
-        # trust_env: HTTPS_PROXY, HTTP_PROXY and NO_PROXY decide for backends that name no proxy of their own
+        # Not trust_env: it looks the environment up again in a thread for every request (see env_proxy).
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
-                                             json_serialize=json_dumps, trust_env=True)
+                                             json_serialize=json_dumps)
 
     async def close(self) -> None:
         if self.session is not None:
@@ -4534,9 +4535,20 @@ class Upstream:
         return await self._post(backend, backend.anthropic_url + path, payload,
                                 lambda k: self.anthropic_headers(backend, k, version, beta), key)
 
+    def env_proxy(self, url: str) -> str | None:
+        """The proxy HTTPS_PROXY / HTTP_PROXY / NO_PROXY give for ``url``; looked up once per URL."""
+        if url not in self.env_proxies:
+            import urllib.request
+            parts = urlsplit(url)
+            proxy = urllib.request.getproxies().get(parts.scheme)
+            self.env_proxies[url] = None if not proxy or urllib.request.proxy_bypass(parts.netloc) else proxy
+        return self.env_proxies[url]
+
     def network(self, backend: Backend) -> dict[str, Any]:
-        """The per-request options that reach ``backend``: its proxy, and its CA bundle or no verification."""
-        options: dict[str, Any] = {"proxy": backend.proxy} if backend.proxy else {}
+        """The per-request options that reach ``backend``: its proxy (its own, else the environment's), and its
+        CA bundle or no verification."""
+        proxy = backend.proxy or self.env_proxy(backend.url)
+        options: dict[str, Any] = {"proxy": proxy} if proxy else {}
         if not backend.tls_verify:
             options["ssl"] = False
         elif backend.ca_file:
@@ -4952,15 +4964,15 @@ SEARCH_HINTS = {("searxng", 403): "add json to search.formats in SearXNG's setti
                 ("tavily", 401): "check --web-search-key"}
 
 
-async def web_search(session: aiohttp.ClientSession, search: WebSearch, query: str,
-                     tool: dict) -> list[dict] | str:
+async def web_search(session: aiohttp.ClientSession, search: WebSearch, query: str, tool: dict,
+                     proxy: str | None = None) -> list[dict] | str:
     """The provider's results for ``query`` (``tool``: the request's web search tool, with its domains and
     location) as ``{"title", "url", "snippet", "page_age"}``, or the error code of Anthropic's web search
     (``too_many_requests`` or ``unavailable``) with the cause logged."""
     method, url, options = SEARCH_APIS[search.provider][0](search, query, tool)
     timeout = aiohttp.ClientTimeout(total=search.timeout)
     try:
-        async with session.request(method, url, timeout=timeout, **options) as resp:
+        async with session.request(method, url, timeout=timeout, proxy=proxy, **options) as resp:
             if resp.status != 200:
                 hint = SEARCH_HINTS.get((search.provider, resp.status))
                 body = (await resp.text(errors="replace"))[:300]
@@ -5316,8 +5328,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 def _request_done(request: web.Request, rlog: RequestLog, status: int) -> None:
     """The request's one log line (text or JSON), and its place in the metrics."""
     config = request.get(CONFIG_KEY) or request.app[STATE_KEY].config
-    log.info("%s", rlog.line(request.method, request.path, status),
-             extra={"request": rlog.as_dict(request.method, request.path, status)})  # what JSON lines show
+    facts = rlog.as_dict(request.method, request.path, status) if config.log_format == "json" else None
+    log.info("%s", rlog.line(request.method, request.path, status), extra={"request": facts})  # JSON lines show it
     if rlog.requested != "-":
         request.app[METRICS_KEY].record(rlog, status, config)
 
@@ -5651,9 +5663,9 @@ async def _searched(request: web.Request, tool: dict, query: Any, use: int) -> l
                     "--web-search searxng|brave|tavily (see the README, 'Web search')", request[REQUEST_ID_KEY],
                     query[:100])
         return "unavailable"
-    session = request.app[UPSTREAM_KEY].session
-    assert session is not None
-    found = await web_search(session, search, query, tool)
+    upstream = request.app[UPSTREAM_KEY]
+    assert upstream.session is not None
+    found = await web_search(upstream.session, search, query, tool, upstream.env_proxy(search.url))
     if isinstance(found, str):
         return found
     allowed, blocked = _list(tool.get("allowed_domains")), _list(tool.get("blocked_domains"))
