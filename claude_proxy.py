@@ -1442,6 +1442,12 @@ def _server_tool_function(tool: dict, kind: str) -> dict:
                                                  "query": {"type": "string", "description": "What to search for"}}}}}
 
 
+def deferred_loaded(body: dict) -> set[str]:
+    """The deferred tools a conversation has loaded (walked only when the request defers some)."""
+    deferred = any(isinstance(t, dict) and t.get("defer_loading") is True for t in _list(body.get("tools")))
+    return referenced_tools(body.get("messages")) if deferred else set()
+
+
 def referenced_tools(messages: Any) -> set[str]:
     """The tools a conversation has loaded: named by ``tool_reference`` blocks (in tool results, as Claude Code's
     ToolSearch answers, or in a tool search's result). A deferred tool is offered only once loaded."""
@@ -1645,7 +1651,7 @@ def anthropic_to_openai_request(body: dict, backend_model: str, max_tokens_cap: 
     if stops:
         out["stop"] = stops[:4]  # OpenAI accepts at most four
     tools, choice, parallel = _convert_tools(body.get("tools"), body.get("tool_choice"), names,
-                                             referenced_tools(body["messages"]))
+                                             deferred_loaded(body))
     if tools:
         out["tools"] = tools
         if choice is not None:
@@ -2985,7 +2991,7 @@ def anthropic_to_responses_request(body: dict, backend_model: str, max_tokens_ca
             out[key] = body[key]
     functions = [t for t in _list(body.get("tools")) if not proxy_server_tool(t)]  # those run on Chat backends
     tools, choice, parallel = _convert_tools(functions, body.get("tool_choice"), names,
-                                             referenced_tools(body["messages"]))
+                                             deferred_loaded(body))
     if tools:
         # A function without "strict" is strict in the Responses API: optional arguments would come back empty.
         out["tools"] = [{"type": "function", **t["function"], "strict": False} for t in tools]
