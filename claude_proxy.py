@@ -6320,7 +6320,7 @@ def write_claude_settings(path: str, env: dict[str, str], extra: dict[str, Any] 
     return backup
 
 
-def statusline(base_url: str, key: str | None, stdin_text: str, timeout: float = 0.8) -> str:
+def statusline(base_url: str, key: str | None, stdin_text: str, timeout: float = 0.5) -> str:
     """Claude Code's status line: this session's model, tokens and cost from the running proxy's /usage; a
     mark when the proxy cannot be reached. Never raises: Claude Code shows a status line only when the command
     exits 0."""
