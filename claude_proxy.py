@@ -3388,6 +3388,17 @@ class StreamTranslator(Protocol):
     def usage_counts(self) -> tuple[int | None, int | None]: ...
 
 
+def stream_json(data: str, what: str = "a stream event", objects: bool = False) -> Any:
+    """An SSE event's data as JSON (an object, with ``objects``); anything else is a malformed answer."""
+    try:
+        parsed = json_loads(data)
+    except ValueError:
+        raise malformed(f"{what} is not JSON: {data[:200]!r}") from None
+    if objects and not isinstance(parsed, dict):
+        raise malformed(f"{what} is {describe_value(parsed)}, not an object")
+    return parsed
+
+
 class ThinkTagSplitter:
     """Separates reasoning inlined as ``<think>…</think>`` at the start of an answer (DeepSeek-R1 and QwQ on
     Ollama, llama.cpp) from the answer itself. ``feed(text)`` returns ("thinking" | "text", piece) pairs; a tag
@@ -3630,11 +3641,7 @@ class OpenAIToAnthropicStream(AnthropicStreamWriter):
             return self.finish(saw_done=True)
         if not data or event.event in ("ping", "keep-alive"):
             return []
-        try:
-            chunk = json_loads(data)
-        except ValueError:
-            raise malformed(f"a stream chunk is not JSON: {data[:200]!r}") from None
-        return self.feed(chunk)
+        return self.feed(stream_json(data, "a stream chunk"))
 
     def end(self) -> list[Event]:
         return self.finish(saw_done=False)
@@ -3794,13 +3801,7 @@ class ResponsesToAnthropicStream(AnthropicStreamWriter):
         data = event.data.strip()
         if not data or data == "[DONE]":
             return []
-        try:
-            parsed = json_loads(data)
-        except ValueError:
-            raise malformed(f"a stream event is not JSON: {data[:200]!r}") from None
-        if not isinstance(parsed, dict):
-            raise malformed(f"a stream event is {describe_value(parsed)}, not an object")
-        return self.feed(parsed)
+        return self.feed(stream_json(data, objects=True))
 
     def end(self) -> list[Event]:
         return self.fail(ProxyError(502, "the backend closed the stream before the response was complete "
@@ -3940,12 +3941,7 @@ class AnthropicToResponsesStream:
         data = event.data.strip()
         if not data or event.event == "ping":
             return []
-        try:
-            parsed = json_loads(data)
-        except ValueError:
-            raise malformed(f"a stream event is not JSON: {data[:200]!r}") from None
-        if not isinstance(parsed, dict):
-            raise malformed(f"a stream event is {describe_value(parsed)}, not an object")
+        parsed = stream_json(data, objects=True)
         return self.feed(event.event or str(parsed.get("type")), parsed)
 
     def feed(self, name: str, data: dict) -> list[Event]:
@@ -4128,11 +4124,7 @@ class AnthropicToOpenAIStream:
         data = event.data.strip()
         if not data:
             return []
-        try:
-            parsed = json_loads(data)
-        except ValueError:
-            raise malformed(f"a stream event is not JSON: {data[:200]!r}") from None
-        return self.feed(event.event, parsed)
+        return self.feed(event.event, stream_json(data))
 
     def end(self) -> list[Any]:
         return self.finish()

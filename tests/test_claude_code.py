@@ -20,12 +20,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def find_claude() -> str | None:
-    for candidate in (os.environ.get("CLAUDE_BIN"), os.path.join(HERE, ".claude-code", "node_modules", ".bin", "claude"),
-                      shutil.which("claude")):
+def cli_binary(env_var: str, prefix: str, name: str, package: str) -> str:
+    """The CLI to run end to end: ``$env_var``, the README's npm install under ``tests/<prefix>``, or PATH.
+    Skipped with CLAUDE_PROXY_SKIP_CLI=1; a missing CLI otherwise fails."""
+    if os.environ.get("CLAUDE_PROXY_SKIP_CLI") == "1":
+        pytest.skip("CLAUDE_PROXY_SKIP_CLI=1")
+    for candidate in (os.environ.get(env_var), os.path.join(HERE, prefix, "node_modules", ".bin", name),
+                      shutil.which(name)):
         if candidate and os.path.exists(candidate):
             return candidate
-    return None
+    pytest.fail(f"{name} not found: run `npm install --prefix tests/{prefix} {package}` (the README's test command "
+                f"does) or set {env_var}")
 
 
 def namespace_prefix() -> list[str]:
@@ -86,12 +91,7 @@ SCRIPT = textwrap.dedent("""\
 
 @pytest.fixture(scope="module")
 def claude_run(tmp_path_factory):
-    if os.environ.get("CLAUDE_PROXY_SKIP_CLI") == "1":
-        pytest.skip("CLAUDE_PROXY_SKIP_CLI=1")
-    claude = find_claude()
-    if not claude:
-        pytest.fail("Claude Code CLI not found: run `npm install --prefix tests/.claude-code "
-                    "@anthropic-ai/claude-code` (the README's test command does) or set CLAUDE_BIN")
+    claude = cli_binary("CLAUDE_BIN", ".claude-code", "claude", "@anthropic-ai/claude-code")
     base = tmp_path_factory.mktemp("cc")
     out, work, home = base / "out", base / "work", base / "home"
     for d in (out, work, home):

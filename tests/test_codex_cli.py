@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
-from test_claude_code import namespace_prefix
+from test_claude_code import cli_binary, namespace_prefix
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -45,22 +44,9 @@ SCRIPT = textwrap.dedent("""\
 """)
 
 
-def find_codex() -> str | None:
-    for candidate in (os.environ.get("CODEX_BIN"), os.path.join(HERE, ".codex", "node_modules", ".bin", "codex"),
-                      shutil.which("codex")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="module")
 def codex_run(tmp_path_factory):
-    if os.environ.get("CLAUDE_PROXY_SKIP_CLI") == "1":
-        pytest.skip("CLAUDE_PROXY_SKIP_CLI=1")
-    codex = find_codex()
-    if not codex:
-        pytest.fail("Codex CLI not found: run `npm install --prefix tests/.codex @openai/codex` (the README's test "
-                    "command does) or set CODEX_BIN")
+    codex = cli_binary("CODEX_BIN", ".codex", "codex", "@openai/codex")
     base = tmp_path_factory.mktemp("codex")
     out, work, home = base / "out", base / "work", base / "home"
     for d in (out, work, home, home / ".codex"):
